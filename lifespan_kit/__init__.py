@@ -1,0 +1,36 @@
+"""Declare async resources once; start them in dependency order, stop them in reverse.
+
+The same declaration runs as an ASGI lifespan, as a worker's startup and as
+test fixtures. See the [Registry][lifespan_kit.Registry] to begin.
+"""
+
+from __future__ import annotations
+
+from lifespan_kit._bundle import Bundle, ResourceMap
+from lifespan_kit._lifespan import Lifespan
+from lifespan_kit._registry import Registry
+from lifespan_kit._report import (
+    EventKind,
+    HealthReport,
+    Listener,
+    ResourceEvent,
+    ResourceHealth,
+    ResourceTiming,
+    StartupReport,
+)
+from lifespan_kit._resource import Resource
+
+__all__ = [
+    "Bundle",
+    "EventKind",
+    "HealthReport",
+    "Lifespan",
+    "Listener",
+    "Registry",
+    "Resource",
+    "ResourceEvent",
+    "ResourceHealth",
+    "ResourceMap",
+    "ResourceTiming",
+    "StartupReport",
+]

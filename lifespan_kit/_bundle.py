@@ -1,0 +1,140 @@
+"""What a running lifespan yields: a typed `Bundle` or a read-only `ResourceMap`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import ClassVar, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lifespan_kit._graph import suggest
+from lifespan_kit._resource import Resource
+from lifespan_kit._types import ValueT
+from lifespan_kit.errors import BundleTypeError, InvalidBundleError, UnknownResourceError
+
+BundleT = TypeVar("BundleT", bound="Bundle")
+
+
+class Bundle(BaseModel):
+    """The typed set of resources a lifespan yields: one field per resource.
+
+    A field's name (or its alias) is the resource's name; its annotation is the
+    type the resource's value is checked against before your code runs.
+    Entering ``registry.lifespan(Resources)`` starts exactly the resources the
+    fields need, plus their dependencies.
+
+    Example:
+        ```python
+        class Resources(Bundle):
+            db: Database
+            cache: Cache
+
+        async with registry.lifespan(Resources) as resources:
+            await resources.db.execute("select 1")
+        ```
+
+    Added in 0.1.
+    """
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(
+        frozen=True, arbitrary_types_allowed=True, strict=True, extra="forbid"
+    )
+
+
+def bundle_resource_names(bundle: object) -> tuple[str, ...]:
+    """Return the resource names a bundle class asks for, in field order."""
+    if not (isinstance(bundle, type) and issubclass(bundle, Bundle)):
+        raise InvalidBundleError(found=_describe(bundle))
+    return tuple(field.alias or name for name, field in bundle.model_fields.items())
+
+
+def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> BundleT:
+    """Validate `values` against the bundle's fields.
+
+    Raises:
+        BundleTypeError: For the first field whose value has the wrong type; the
+            other failures are chained as ``__context__`` through a group.
+    """
+    names = bundle_resource_names(bundle)
+    try:
+        return bundle.model_validate({name: values[name] for name in names})
+    except ValidationError as exc:
+        errors = [_bundle_error(bundle, values, error["loc"]) for error in exc.errors()]
+        raise BundleTypeGroup(errors) from exc
+
+
+class BundleTypeGroup(Exception):  # noqa: N818  # internal carrier, never escapes
+    """Every bundle field that failed validation."""
+
+    def __init__(self, errors: list[BundleTypeError]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _bundle_error(
+    bundle: type[Bundle], values: Mapping[str, object], loc: tuple[int | str, ...]
+) -> BundleTypeError:
+    field_name = str(loc[0])
+    field = bundle.model_fields[field_name]
+    name = field.alias or field_name
+    expected = field.annotation
+    return BundleTypeError(
+        name,
+        bundle=bundle.__qualname__,
+        expected=getattr(expected, "__qualname__", repr(expected)),
+        found=type(values[name]).__qualname__,
+    )
+
+
+def _describe(bundle: object) -> str:
+    if isinstance(bundle, type):
+        return f"the class {bundle.__qualname__}"
+    return f"a {type(bundle).__qualname__} instance"
+
+
+class ResourceMap(Mapping[str, object]):
+    """A read-only view of every started resource's value, by name.
+
+    Look a value up by name (typed `object`) or by its `Resource` handle
+    (typed as the factory's value).
+
+    Example:
+        ```python
+        async with registry.lifespan() as resources:
+            db = resources[db_resource]  # typed as Database
+            same = resources["db"]  # typed as object
+        ```
+
+    Added in 0.1.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self._values = dict(values)
+
+    @overload
+    def __getitem__(self, key: str, /) -> object: ...
+    @overload
+    def __getitem__(self, key: Resource[ValueT], /) -> ValueT: ...
+    def __getitem__(self, key: str | Resource[ValueT], /) -> object:
+        name = key if isinstance(key, str) else key.name
+        try:
+            return self._values[name]
+        except KeyError:
+            close, listed = suggest(name, list(self._values))
+            raise UnknownResourceError(
+                name,
+                context="not started by this lifespan",
+                suggestions=close,
+                available=listed,
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ResourceMap({list(self._values)!r})"

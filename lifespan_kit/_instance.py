@@ -1,0 +1,309 @@
+"""One running resource: start it with a deadline, stop it cleanly, once.
+
+Each instance owns a cancel scope entered *before* its factory runs and exited
+*after* its teardown, so the scope nests properly around anything the factory
+opens (task groups, other cancel scopes). The scope carries the start deadline,
+then no deadline while running, then the stop deadline with a shield against
+outer cancellation. Start and stop must run in the same task.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import cast
+
+import anyio
+
+from lifespan_kit._report import Monitor, ResourceEvent
+from lifespan_kit._resource import Resource, matches
+from lifespan_kit._types import AsyncContextManagerLike
+from lifespan_kit.errors import (
+    DependencyTypeError,
+    InvalidFactoryError,
+    LifespanKitError,
+    MultipleYieldError,
+    NoYieldError,
+    ShutdownError,
+    StartTimeoutError,
+    StartupError,
+    StopTimeoutError,
+)
+
+Teardown = Callable[[], Awaitable[None]]
+
+
+class StartAborted(Exception):  # noqa: N818  # a signal between modules, not an error
+    """The orchestrator cancelled this start because another one failed."""
+
+
+class Instance:
+    """A resource being started, running or stopped by one lifespan."""
+
+    __slots__ = (
+        "_scope",
+        "_teardown",
+        "began",
+        "dependency_path",
+        "is_aborted",
+        "monitor",
+        "resource",
+        "shielded",
+        "start_duration",
+        "start_timeout",
+        "stop_timeout",
+        "value",
+    )
+
+    def __init__(
+        self,
+        resource: Resource[object],
+        *,
+        dependency_path: tuple[str, ...],
+        start_timeout: float,
+        stop_timeout: float,
+        shielded: bool,
+        monitor: Monitor,
+    ) -> None:
+        self.resource = resource
+        self.dependency_path = dependency_path
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.shielded = shielded
+        self.monitor = monitor
+        self.is_aborted = False
+        self.value: object = None
+        self.began = 0.0
+        self.start_duration: float | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._teardown: Teardown | None = None
+
+    def abort(self) -> None:
+        """Cancel the start in progress (or the one about to begin)."""
+        self.is_aborted = True
+        if self._scope is not None and self.start_duration is None:
+            self._scope.cancel()
+
+    async def start(self, args: list[object], kwargs: dict[str, object]) -> object:
+        """Run the factory and return its value.
+
+        Raises:
+            StartupError: Or a subclass, naming this resource.
+            StartAborted: When `abort()` cancelled the start.
+        """
+        if self.is_aborted:
+            raise StartAborted
+        name = self.resource.name
+        if self.monitor.is_active:
+            self.monitor.emit(ResourceEvent(name, "starting"))
+        self._check_arguments(args, kwargs)
+        self.began = began = time.perf_counter()
+        scope = self._scope = anyio.CancelScope(shield=self.shielded)
+        if self.start_timeout != math.inf:
+            scope.deadline = anyio.current_time() + self.start_timeout
+        scope.__enter__()
+        try:
+            value = await self._enter(args, kwargs)
+        except BaseException as exc:
+            error = self._start_failure(scope, exc, time.perf_counter() - began)
+            if error is None:
+                raise
+            if self.monitor.is_active and not isinstance(error, StartAborted):
+                self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
+            raise error from _cause(error, exc)
+        scope.deadline = math.inf
+        elapsed = time.perf_counter() - began
+        if elapsed > self.start_timeout and self.resource.kind != "value":
+            await self.stop()
+            error = StartTimeoutError(
+                name,
+                timeout=self.start_timeout,
+                elapsed=elapsed,
+                blocked=True,
+                dependency_path=self.dependency_path,
+            )
+            raise error
+        self.start_duration = elapsed
+        self.value = value
+        if self.monitor.is_active:
+            self.monitor.emit(ResourceEvent(name, "started", duration=elapsed))
+        return value
+
+    def _start_failure(
+        self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
+    ) -> Exception | None:
+        """Exit the scope and turn `exc` into the error to raise (None: re-raise)."""
+        self._scope = None
+        if not scope.__exit__(type(exc), exc, exc.__traceback__):
+            if isinstance(exc, LifespanKitError):
+                return exc
+            if isinstance(exc, Exception):
+                return StartupError(
+                    self.resource.name, dependency_path=self.dependency_path
+                )
+            return None
+        if self.is_aborted:
+            return StartAborted()
+        return StartTimeoutError(
+            self.resource.name,
+            timeout=self.start_timeout,
+            elapsed=elapsed,
+            dependency_path=self.dependency_path,
+        )
+
+    def _check_arguments(self, args: list[object], kwargs: dict[str, object]) -> None:
+        checked = self.resource.checked_annotations()
+        if not checked:
+            return
+        values = dict(kwargs)
+        positional = [d for d in self.resource.dependencies if d.is_positional]
+        values.update(zip((d.parameter for d in positional), args))
+        for dependency in self.resource.dependencies:
+            expected = checked.get(dependency.parameter)
+            value = values[dependency.parameter]
+            if expected is not None and not matches(value, expected):
+                raise DependencyTypeError(
+                    self.resource.name,
+                    parameter=dependency.parameter,
+                    dependency_name=dependency.resource_name,
+                    expected=expected.__qualname__,
+                    found=type(value).__qualname__,
+                    dependency_path=self.dependency_path,
+                )
+
+    async def _enter(self, args: list[object], kwargs: dict[str, object]) -> object:
+        factory = cast("Callable[..., object]", self.resource.factory)
+        kind = self.resource.kind
+        if kind == "value":
+            return factory
+        if kind == "async_generator":
+            agen = cast("AsyncGenerator[object, None]", factory(*args, **kwargs))
+            try:
+                value = await agen.__anext__()
+            except StopAsyncIteration:
+                raise NoYieldError(
+                    self.resource.name, dependency_path=self.dependency_path
+                ) from None
+            self._teardown = lambda: self._finish_async_generator(agen)
+            return value
+        if kind == "coroutine":
+            return await cast("Awaitable[object]", factory(*args, **kwargs))
+        if kind == "generator":
+            gen = cast("Generator[object, None, None]", factory(*args, **kwargs))
+            value = self._first_yield(gen)
+            self._teardown = lambda: self._finish_generator(gen)
+            return value
+        return await self._enter_callable(factory(*args, **kwargs))
+
+    async def _enter_callable(self, result: object) -> object:
+        if hasattr(result, "__aenter__") and hasattr(result, "__aexit__"):
+            cm = cast("AsyncContextManagerLike[object]", result)
+            value = await cm.__aenter__()
+
+            async def exit_cm() -> None:
+                await cm.__aexit__(None, None, None)
+
+            self._teardown = exit_cm
+            return value
+        if isinstance(result, Awaitable):
+            if hasattr(result, "close"):
+                result.close()  # type: ignore[attr-defined]  # silence "never awaited"
+            raise InvalidFactoryError(
+                self.resource.name,
+                problem="it returned an awaitable but is not an `async def` function.",
+                remedy=(
+                    "declare it with `async def` (or mark a wrapper with "
+                    "`inspect.markcoroutinefunction`)."
+                ),
+                dependency_path=self.dependency_path,
+            )
+        return result
+
+    def _first_yield(self, gen: Generator[object, None, None]) -> object:
+        try:
+            return next(gen)
+        except StopIteration:
+            raise NoYieldError(
+                self.resource.name, dependency_path=self.dependency_path
+            ) from None
+
+    async def _finish_async_generator(self, agen: AsyncGenerator[object, None]) -> None:
+        try:
+            await agen.__anext__()
+        except StopAsyncIteration:
+            return
+        await agen.aclose()
+        raise MultipleYieldError(self.resource.name)
+
+    async def _finish_generator(self, gen: Generator[object, None, None]) -> None:
+        try:
+            next(gen)
+        except StopIteration:
+            return
+        gen.close()
+        raise MultipleYieldError(self.resource.name)
+
+    async def stop(self) -> ShutdownError | None:
+        """Run the teardown, shielded and bounded by `stop_timeout`.
+
+        Returns:
+            The teardown's failure, or None. Never raises for a failed teardown.
+        """
+        scope, teardown = self._scope, self._teardown
+        self._scope = self._teardown = None
+        if scope is None:
+            return None
+        name = self.resource.name
+        if self.monitor.is_active:
+            self.monitor.emit(ResourceEvent(name, "stopping"))
+        scope.shield = True
+        scope.deadline = (
+            math.inf
+            if self.stop_timeout == math.inf
+            else anyio.current_time() + self.stop_timeout
+        )
+        began = time.perf_counter()
+        error: ShutdownError | None = None
+        try:
+            if teardown is not None:
+                await teardown()
+        except BaseException as exc:
+            error = self._stop_failure(scope, exc, time.perf_counter() - began)
+        else:
+            scope.__exit__(None, None, None)
+        duration = time.perf_counter() - began
+        if self.monitor.is_active:
+            kind = "stopped" if error is None else "stop_failed"
+            self.monitor.emit(ResourceEvent(name, kind, duration=duration, error=error))
+        return error
+
+    def _stop_failure(
+        self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
+    ) -> ShutdownError:
+        timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
+            scope.cancel_called and isinstance(exc, Exception)
+        )
+        if timed_out:
+            error: ShutdownError = StopTimeoutError(
+                self.resource.name, timeout=self.stop_timeout, elapsed=elapsed
+            )
+            error.__cause__ = exc if isinstance(exc, Exception) else None
+        elif isinstance(exc, ShutdownError):
+            error = exc
+        elif isinstance(exc, Exception):
+            error = ShutdownError(self.resource.name)
+            error.__cause__ = exc
+        else:
+            raise exc
+        error.__suppress_context__ = True
+        return error
+
+
+def _cause(error: BaseException, exc: BaseException) -> BaseException | None:
+    """Pick the ``__cause__`` for `error` raised in place of `exc`."""
+    if error is exc:
+        return exc.__cause__
+    if isinstance(error, StartTimeoutError | StartAborted):
+        return None
+    return exc

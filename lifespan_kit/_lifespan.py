@@ -1,0 +1,253 @@
+"""`Lifespan`: start a plan's resources, hand out the bundle, stop them in reverse."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Generic, Literal, TypeVar, final
+
+import anyio
+
+from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
+from lifespan_kit._graph import Plan
+from lifespan_kit._instance import Instance
+from lifespan_kit._report import (
+    HealthReport,
+    Listener,
+    Monitor,
+    ResourceHealth,
+    StartupReport,
+    create_report,
+)
+from lifespan_kit._run import ConcurrentRun, SequentialRun, startup_failure
+from lifespan_kit._settings import Timeouts
+from lifespan_kit.errors import AlreadyRunningError, NotRunningError, ShutdownError
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
+    from exceptiongroup import ExceptionGroup
+
+ResultT = TypeVar("ResultT")
+State = Literal["idle", "starting", "running", "stopping"]
+
+
+@final
+class Lifespan(Generic[ResultT]):
+    """Start a set of resources on entry and stop them, in reverse, on exit.
+
+    Get one from [Registry.lifespan][lifespan_kit.Registry.lifespan]; entering
+    it yields the bundle (or a [ResourceMap][lifespan_kit.ResourceMap]).
+    A lifespan can be entered again after it exited, never twice at once.
+
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        async with lifespan as resources:
+            print(lifespan.report)
+            print(await lifespan.health())
+        ```
+
+    Added in 0.1.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        build: Callable[[Mapping[str, object]], ResultT],
+        concurrency: float,
+        defaults: Timeouts,
+        listeners: Sequence[Listener],
+    ) -> None:
+        self._plan = plan
+        self._build = build
+        self._concurrency = concurrency
+        self._defaults = defaults
+        self._listeners = tuple(listeners)
+        self._state: State = "idle"
+        self._run: SequentialRun | ConcurrentRun | None = None
+        self._began = 0.0
+
+    @property
+    def is_running(self) -> bool:
+        """True between a successful start and the beginning of the teardown."""
+        return self._state == "running"
+
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        """The resources this lifespan starts, in sequential start order."""
+        return self._plan.names
+
+    @property
+    def resources(self) -> ResourceMap:
+        """Every started resource's value, including dependencies not in the bundle.
+
+        Raises:
+            NotRunningError: Outside a running lifespan.
+        """
+        run = self._running_run("read the resources")
+        return ResourceMap(run.values)
+
+    @property
+    def report(self) -> StartupReport:
+        """Per-resource start timings and the critical path of the last start.
+
+        Raises:
+            NotRunningError: Before the first start.
+        """
+        run = self._run
+        if run is None:
+            raise NotRunningError(action="read the startup report before starting")
+        instances = run.instances
+        return create_report(
+            self._plan.names,
+            self._plan.dependencies,
+            [instance.began - self._began for instance in instances],
+            [instance.start_duration for instance in instances],
+        )
+
+    async def __aenter__(self) -> ResultT:
+        if self._state != "idle":
+            raise AlreadyRunningError
+        self._state = "starting"
+        try:
+            result = await self._start()
+        except BaseException:
+            self._state = "idle"
+            raise
+        self._state = "running"
+        return result
+
+    async def _start(self) -> ResultT:
+        monitor = Monitor(self._listeners)
+        instances = [
+            self._instance(position, monitor)
+            for position in range(len(self._plan.resources))
+        ]
+        run: SequentialRun | ConcurrentRun
+        if self._concurrency == 1:
+            run = SequentialRun(self._plan, instances)
+        else:
+            run = ConcurrentRun(self._plan, instances, self._concurrency)
+        self._run = run
+        self._began = time.perf_counter()
+        values = await run.start()
+        try:
+            return self._build(values)
+        except BundleTypeGroup as exc:
+            with anyio.CancelScope(shield=True):
+                stop_errors = await run.stop()
+                await run.close()
+            raise startup_failure(exc.errors, stop_errors) from None
+
+    def _instance(self, position: int, monitor: Monitor) -> Instance:
+        resource = self._plan.resources[position]
+        start, stop, _ = resource.timeouts.resolve(self._defaults)
+        return Instance(
+            resource,
+            dependency_path=self._plan.paths[position],
+            start_timeout=start,
+            stop_timeout=stop,
+            shielded=self._concurrency != 1,
+            monitor=monitor,
+        )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run = self._run
+        if self._state != "running" or run is None:
+            raise NotRunningError(action="exit a lifespan that is not running")
+        self._state = "stopping"
+        try:
+            errors = await run.stop()
+            await run.close()
+        finally:
+            self._state = "idle"
+        if not errors:
+            return
+        if exc is None:
+            raise ExceptionGroup(_shutdown_message(errors), errors)
+        if isinstance(exc, Exception):
+            # The body's exception propagates unchanged; the teardown failures
+            # were logged and are listed on it so they are not lost.
+            notes: list[str] = exc.__dict__.setdefault("__notes__", [])
+            notes.append(_shutdown_message(errors))
+            notes.extend(f"  {error.summary()}" for error in errors)
+
+    async def health(self) -> HealthReport:
+        """Run every declared health check concurrently, each bounded by its timeout.
+
+        Returns:
+            One outcome per resource that declares a check, in start order.
+
+        Raises:
+            NotRunningError: Outside a running lifespan.
+        """
+        run = self._running_run("check health")
+        checked = [i for i in run.instances if i.resource.health_check is not None]
+        results: dict[str, ResourceHealth] = {}
+        async with anyio.create_task_group() as tg:
+            for instance in checked:
+                tg.start_soon(self._check, instance, results)
+        return HealthReport(
+            resources={
+                i.resource.name: results[i.resource.name] for i in checked
+            }
+        )
+
+    async def _check(self, instance: Instance, results: dict[str, ResourceHealth]) -> None:
+        resource = instance.resource
+        check = resource.health_check
+        assert check is not None
+        _, _, timeout = resource.timeouts.resolve(self._defaults)
+        began = time.perf_counter()
+        error: str | None = None
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                outcome = check(instance.value)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if outcome is False:
+                    error = "the check returned False"
+        if scope.cancelled_caught:
+            error = f"the check did not finish within {timeout:g}s (health_timeout)"
+        results[resource.name] = ResourceHealth(
+            status="healthy" if error is None else "unhealthy",
+            duration=time.perf_counter() - began,
+            error=error,
+        )
+
+    def _running_run(self, action: str) -> SequentialRun | ConcurrentRun:
+        run = self._run
+        if self._state != "running" or run is None:
+            raise NotRunningError(action=action)
+        return run
+
+    def __del__(self) -> None:
+        if self._state in ("running", "starting"):
+            warnings.warn(
+                f"A lifespan holding {len(self._plan.resources)} resource(s) was "
+                "garbage-collected without being exited; its resources were never "
+                "stopped. Use it with `async with`.",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        return f"<Lifespan {self._state} resources={list(self._plan.names)!r}>"
+
+
+def _shutdown_message(errors: Sequence[ShutdownError]) -> str:
+    names = ", ".join(f"'{e.resource_name}'" for e in errors)
+    return f"{len(errors)} resource(s) failed during shutdown: {names}."
+

@@ -1,0 +1,224 @@
+"""What a lifespan tells the outside: events, log lines, the startup report, health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+logger: Final = logging.getLogger("lifespan_kit")
+
+EventKind = Literal[
+    "starting", "started", "start_failed", "stopping", "stopped", "stop_failed"
+]
+"""The moments of a resource's life that listeners are told about."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceEvent:
+    """One moment in a resource's life, as passed to listeners.
+
+    Attributes:
+        resource_name: The resource.
+        kind: What happened.
+        duration: Seconds the start or stop took (None for "starting"/"stopping").
+        error: The failure, for "start_failed" and "stop_failed".
+
+    Example:
+        ```python
+        events: list[str] = []
+        registry = Registry()
+        registry.add_listener(lambda e: events.append(f"{e.kind} {e.resource_name}"))
+        ```
+
+    Added in 0.1.
+    """
+
+    resource_name: str
+    kind: EventKind
+    duration: float | None = None
+    error: BaseException | None = None
+
+
+Listener = Callable[[ResourceEvent], None]
+"""A callable told about every `ResourceEvent`; it must not block."""
+
+
+class Monitor:
+    """Sends events to listeners and to the ``lifespan_kit`` logger."""
+
+    __slots__ = ("is_active", "is_logging", "listeners")
+
+    def __init__(self, listeners: Sequence[Listener]) -> None:
+        self.listeners = tuple(listeners)
+        self.is_logging = logger.isEnabledFor(logging.DEBUG)
+        self.is_active = bool(self.listeners) or self.is_logging
+
+    def emit(self, event: ResourceEvent) -> None:
+        """Log `event` and pass it to each listener; a failing listener is logged."""
+        if self.is_logging:
+            _log(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception(
+                    "Event listener %r failed on %s of resource '%s'.",
+                    listener,
+                    event.kind,
+                    event.resource_name,
+                )
+
+
+def _log(event: ResourceEvent) -> None:
+    extra = {
+        "lifespan_kit_resource": event.resource_name,
+        "lifespan_kit_event": event.kind,
+        "lifespan_kit_duration": event.duration,
+    }
+    if event.duration is None:
+        logger.debug("Resource '%s' %s.", event.resource_name, event.kind, extra=extra)
+    else:
+        logger.debug(
+            "Resource '%s' %s in %.1f ms.",
+            event.resource_name,
+            event.kind.replace("_", " "),
+            event.duration * 1000,
+            extra=extra,
+        )
+
+
+def log_stop_failure(error: BaseException) -> None:
+    """Log a teardown failure at WARNING; it is also reported to the caller."""
+    logger.warning("%s", error, extra={"lifespan_kit_event": "stop_failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceTiming:
+    """When a resource started, relative to the lifespan's start, in seconds.
+
+    Attributes:
+        resource_name: The resource.
+        began: When its factory was called.
+        duration: How long its start took.
+    """
+
+    resource_name: str
+    began: float
+    duration: float
+
+    @property
+    def ended(self) -> float:
+        """When its value was ready."""
+        return self.began + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class StartupReport:
+    """Per-resource start timings and the critical path of one startup.
+
+    Attributes:
+        timings: Each started resource's timing, in start order.
+        total: Seconds from the first start to the last value ready.
+        critical_path: The chain of dependencies that set the total, first to last.
+
+    Example:
+        ```python
+        async with registry.lifespan() as resources:
+            ...
+        print(lifespan.report)  # a table, then the critical path
+        ```
+
+    Added in 0.1.
+    """
+
+    timings: Mapping[str, ResourceTiming]
+    total: float
+    critical_path: tuple[str, ...]
+
+    def __str__(self) -> str:
+        width = max((len(name) for name in self.timings), default=8)
+        lines = [f"{'resource':<{width}}  {'began':>9}  {'duration':>9}"]
+        lines.extend(
+            f"{t.resource_name:<{width}}  {t.began * 1000:>6.1f} ms"
+            f"  {t.duration * 1000:>6.1f} ms"
+            for t in self.timings.values()
+        )
+        path = " -> ".join(self.critical_path) or "(none)"
+        lines.append(f"total {self.total * 1000:.1f} ms; critical path: {path}")
+        return "\n".join(lines)
+
+
+def create_report(
+    names: Sequence[str],
+    dependencies: Sequence[Sequence[int]],
+    began: Sequence[float],
+    durations: Sequence[float | None],
+) -> StartupReport:
+    """Build the report from raw per-position timings (None: not started)."""
+    started = [i for i, duration in enumerate(durations) if duration is not None]
+    timings = {
+        names[i]: ResourceTiming(names[i], began[i], durations[i] or 0.0) for i in started
+    }
+    if not started:
+        return StartupReport(timings={}, total=0.0, critical_path=())
+    ended = {i: began[i] + (durations[i] or 0.0) for i in started}
+    last = max(started, key=ended.__getitem__)
+    path = [last]
+    while deps := [d for d in dependencies[path[-1]] if d in ended]:
+        path.append(max(deps, key=ended.__getitem__))
+    return StartupReport(
+        timings=timings,
+        total=ended[last],
+        critical_path=tuple(names[i] for i in reversed(path)),
+    )
+
+
+HealthStatus = Literal["healthy", "unhealthy"]
+
+
+class ResourceHealth(BaseModel):
+    """The outcome of one resource's health check.
+
+    Attributes:
+        status: "healthy" or "unhealthy".
+        duration: Seconds the check took.
+        error: Why it is unhealthy, as text.
+
+    Added in 0.1.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: HealthStatus
+    duration: float
+    error: str | None = None
+
+
+class HealthReport(BaseModel):
+    """The health of every resource that declares a check.
+
+    Attributes:
+        resources: Each checked resource's outcome, by name.
+
+    Example:
+        ```python
+        report = await lifespan.health()
+        if not report.is_healthy:
+            print(report.model_dump_json())
+        ```
+
+    Added in 0.1.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resources: dict[str, ResourceHealth]
+
+    @property
+    def is_healthy(self) -> bool:
+        """True when every check passed."""
+        return all(r.status == "healthy" for r in self.resources.values())

@@ -1,0 +1,226 @@
+"""Declaring a resource: its name, factory, dependencies and options."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Generic, final
+
+from lifespan_kit._settings import Timeouts
+from lifespan_kit._types import FactoryKind, HealthCheck, ValueT
+from lifespan_kit.errors import InvalidFactoryError
+
+_SKIPPED_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """One factory parameter filled with another resource's value."""
+
+    parameter: str
+    resource_name: str
+    is_positional: bool = False
+
+
+@final
+class Resource(Generic[ValueT]):
+    """A named resource definition: a factory (or value) and its options.
+
+    `Registry.resource` and `Registry.add` return one. It is also a typed key:
+    ``resources[db]`` on a running [ResourceMap][lifespan_kit.ResourceMap]
+    returns the value with the factory's type.
+
+    Example:
+        ```python
+        registry = Registry()
+        answer = registry.add("answer", 42)
+        assert answer.name == "answer"
+        ```
+
+    Added in 0.1.
+    """
+
+    __slots__ = (
+        "_annotations",
+        "dependencies",
+        "factory",
+        "health_check",
+        "kind",
+        "name",
+        "timeouts",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        factory: object,
+        *,
+        kind: FactoryKind,
+        dependencies: tuple[Dependency, ...],
+        timeouts: Timeouts,
+        health_check: HealthCheck[ValueT] | None,
+    ) -> None:
+        self.name = name
+        self.factory = factory
+        self.kind: FactoryKind = kind
+        self.dependencies = dependencies
+        self.timeouts = timeouts
+        self.health_check = health_check
+        self._annotations: Mapping[str, type] | None = None
+
+    def __repr__(self) -> str:
+        deps = ", ".join(d.resource_name for d in self.dependencies)
+        return f"<Resource {self.name!r} ({self.kind}) depends on [{deps}]>"
+
+    @property
+    def origin(self) -> str:
+        """Where the factory was defined, for error messages."""
+        return describe_origin(self.factory)
+
+    def checked_annotations(self) -> Mapping[str, type]:
+        """Return the dependency parameters whose annotation can be checked."""
+        if self._annotations is None:
+            self._annotations = _checkable_annotations(self.factory, self.dependencies)
+        return self._annotations
+
+
+def create_resource(
+    name: str,
+    factory: object,
+    *,
+    depends: Mapping[str, str] | None,
+    timeouts: Timeouts,
+    health_check: HealthCheck[ValueT] | None,
+) -> Resource[ValueT]:
+    """Inspect `factory` and build a `Resource`, raising `InvalidFactoryError`."""
+    kind = classify(factory)
+    dependencies = (
+        () if kind == "value" else _dependencies(name, factory, depends or {})
+    )
+    if kind == "value" and depends:
+        raise InvalidFactoryError(
+            name,
+            problem="depends= was given for a plain value, which has no parameters.",
+            remedy="drop depends=, or register a factory function.",
+        )
+    return Resource(
+        name,
+        factory,
+        kind=kind,
+        dependencies=dependencies,
+        timeouts=timeouts,
+        health_check=health_check,
+    )
+
+
+def classify(factory: object) -> FactoryKind:
+    """Return how `factory` is run."""
+    if not callable(factory):
+        return "value"
+    call = getattr(factory, "__call__", None)  # noqa: B004
+    if inspect.isasyncgenfunction(factory) or inspect.isasyncgenfunction(call):
+        return "async_generator"
+    if inspect.iscoroutinefunction(factory) or inspect.iscoroutinefunction(call):
+        return "coroutine"
+    if inspect.isgeneratorfunction(factory) or inspect.isgeneratorfunction(call):
+        return "generator"
+    return "callable"
+
+
+def _dependencies(
+    name: str, factory: object, depends: Mapping[str, str]
+) -> tuple[Dependency, ...]:
+    try:
+        signature = inspect.signature(factory)  # type: ignore[arg-type]  # callable
+    except (TypeError, ValueError):
+        # Builtins and some C types have no signature: they take no resources.
+        signature = None
+    except Exception as exc:
+        raise InvalidFactoryError(
+            name,
+            problem=f"reading its signature raised {type(exc).__name__}: {exc}",
+            remedy="make `inspect.signature()` work on the factory.",
+        ) from exc
+    parameters = {} if signature is None else dict(signature.parameters)
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [p for p in depends if p not in parameters and not accepts_any]
+    if unknown:
+        raise InvalidFactoryError(
+            name,
+            problem=f"depends= names parameter '{unknown[0]}', which it does not have.",
+            remedy=f"use one of its parameters: {', '.join(parameters) or '(none)'}.",
+        )
+    found = [
+        dependency
+        for parameter in parameters.values()
+        if (dependency := _dependency(name, parameter, depends)) is not None
+    ]
+    found.extend(
+        Dependency(param, target) for param, target in depends.items() if param not in parameters
+    )
+    return tuple(found)
+
+
+def _dependency(
+    name: str, parameter: inspect.Parameter, depends: Mapping[str, str]
+) -> Dependency | None:
+    if parameter.kind in _SKIPPED_KINDS:
+        return None
+    target = depends.get(parameter.name)
+    if target is None and parameter.default is not inspect.Parameter.empty:
+        return None
+    is_positional = parameter.kind is inspect.Parameter.POSITIONAL_ONLY
+    return Dependency(parameter.name, target or parameter.name, is_positional)
+
+
+def _checkable_annotations(
+    factory: object, dependencies: tuple[Dependency, ...]
+) -> Mapping[str, type]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        # Unresolvable forward references only document the type; skip the check.
+        return {}
+    checked: dict[str, type] = {}
+    for dependency in dependencies:
+        hint = hints.get(dependency.parameter)
+        if _is_checkable(hint):
+            checked[dependency.parameter] = hint  # type: ignore[assignment]  # checked
+    return checked
+
+
+def _is_checkable(hint: object) -> bool:
+    return (
+        isinstance(hint, type)
+        and hint is not object
+        and not getattr(hint, "_is_protocol", False)
+    )
+
+
+def matches(value: object, expected: type) -> bool:
+    """Return whether `value` fits the annotation `expected` (numeric tower aware)."""
+    if isinstance(value, expected):
+        return True
+    if expected is float:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is complex:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return False
+
+
+def describe_origin(factory: object) -> str:
+    """Say where a factory was defined: ``module.qualname (file:line)``."""
+    target = inspect.unwrap(factory) if callable(factory) else factory  # type: ignore[arg-type]
+    qualname = getattr(target, "__qualname__", None)
+    if qualname is None:
+        return f"a value of type {type(factory).__qualname__}"
+    module = getattr(target, "__module__", "?")
+    try:
+        file = inspect.getsourcefile(target)  # type: ignore[arg-type]  # best effort
+        _, line = inspect.getsourcelines(target)  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return f"{module}.{qualname}"
+    return f"{module}.{qualname} ({file}:{line})"

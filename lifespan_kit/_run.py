@@ -1,0 +1,248 @@
+"""The two ways of running a plan: one task in order, or one host task per chain.
+
+Both start resources in dependency order and stop them in reverse, never pass
+another resource's exception into a factory, and report every failure.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+import anyio
+from anyio.abc import TaskGroup
+
+from lifespan_kit._graph import Plan
+from lifespan_kit._instance import Instance, StartAborted
+from lifespan_kit._report import log_stop_failure, logger
+from lifespan_kit.errors import ShutdownError
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
+    from exceptiongroup import ExceptionGroup
+
+
+def arguments(
+    instance: Instance, values: dict[str, object]
+) -> tuple[list[object], dict[str, object]]:
+    """Collect the factory's positional and keyword arguments from `values`."""
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    for dependency in instance.resource.dependencies:
+        value = values[dependency.resource_name]
+        if dependency.is_positional:
+            args.append(value)
+        else:
+            kwargs[dependency.parameter] = value
+    return args, kwargs
+
+
+def startup_failure(
+    start_errors: Sequence[Exception], stop_errors: Sequence[ShutdownError]
+) -> Exception:
+    """Return the one error to raise for a failed startup."""
+    if len(start_errors) == 1 and not stop_errors:
+        return start_errors[0]
+    return ExceptionGroup(
+        f"Startup failed: {len(start_errors)} resource(s) failed to start and "
+        f"{len(stop_errors)} failed to stop during the rollback.",
+        [*start_errors, *stop_errors],
+    )
+
+
+class SequentialRun:
+    """Start resources one at a time on an `AsyncExitStack` in the caller's task."""
+
+    def __init__(self, plan: Plan, instances: Sequence[Instance]) -> None:
+        self.plan = plan
+        self.instances = instances
+        self.values: dict[str, object] = {}
+        self._stack = AsyncExitStack()
+        self._stop_errors: list[ShutdownError] = []
+
+    async def start(self) -> dict[str, object]:
+        """Start every resource in plan order; on failure stop them and raise."""
+        values = self.values
+        stack = self._stack
+        for instance in self.instances:
+            args, kwargs = arguments(instance, values)
+            try:
+                values[instance.resource.name] = await instance.start(args, kwargs)
+            except BaseException as exc:
+                stop_errors = await self.stop()
+                if not isinstance(exc, Exception):
+                    raise
+                error = startup_failure([exc], stop_errors)
+                if error is exc:
+                    raise
+                raise error from None
+            stack.push_async_callback(self._stop_one, instance)
+        return values
+
+    async def _stop_one(self, instance: Instance) -> None:
+        error = await instance.stop()
+        if error is not None:
+            log_stop_failure(error)
+            self._stop_errors.append(error)
+
+    async def stop(self) -> list[ShutdownError]:
+        """Stop what started, in reverse order, and return the failures."""
+        await self._stack.aclose()
+        return self._stop_errors
+
+    async def close(self) -> None:
+        """Release what the run holds once everything has stopped."""
+
+
+class ConcurrentRun:
+    """Start each resource as soon as its dependencies are ready.
+
+    Resources live in host tasks of a task group that the caller's task owns.
+    A host that has just started a resource goes on with one dependent that the
+    start made runnable, nesting it inside the first: a task's resources then
+    form a chain, each depending on the one below, so stopping them last-in
+    first-out is also the dependency order, and one task serves the chain.
+    """
+
+    def __init__(self, plan: Plan, instances: Sequence[Instance], limit: float) -> None:
+        self.plan = plan
+        self.instances = instances
+        self.values: dict[str, object] = {}
+        self._limit = limit
+        self._waiting = [len(deps) for deps in plan.dependencies]
+        self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
+        self._running = 0
+        self._is_failing = False
+        self._started: list[int] = []
+        self._start_errors: list[Exception] = []
+        self._stop_errors: list[ShutdownError] = []
+        self._stop_events = [anyio.Event() for _ in instances]
+        self._remaining: list[int] = []
+        self._to_stop = 0
+        self._settled = anyio.Event()
+        self._all_stopped = anyio.Event()
+        self._tg: TaskGroup | None = None
+
+    async def start(self) -> dict[str, object]:
+        """Start every resource; on failure stop those started and raise."""
+        tg = self._tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._dispatch()
+        self._check_settled()
+        try:
+            await self._settled.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self._fail()
+                await self._settled.wait()
+                await self.stop()
+                await self.close()
+            for error in self._start_errors:
+                logger.warning("%s", error)
+            raise
+        if self._start_errors:
+            with anyio.CancelScope(shield=True):
+                stop_errors = await self.stop()
+                await self.close()
+            raise startup_failure(self._start_errors, stop_errors)
+        return self.values
+
+    def _dispatch(self) -> None:
+        tg = self._tg
+        assert tg is not None
+        runnable = self._runnable
+        while runnable and self._running < self._limit and not self._is_failing:
+            position = heapq.heappop(runnable)
+            self._running += 1
+            tg.start_soon(self._host, position)
+
+    def _check_settled(self) -> None:
+        if len(self._started) == len(self.instances) or (
+            self._is_failing and self._running == 0
+        ):
+            self._settled.set()
+
+    def _fail(self) -> None:
+        self._is_failing = True
+        for instance in self.instances:
+            if instance.start_duration is None:
+                instance.abort()
+
+    async def _host(self, position: int | None) -> None:
+        chain: list[int] = []
+        while position is not None:
+            instance = self.instances[position]
+            args, kwargs = arguments(instance, self.values)
+            try:
+                await instance.start(args, kwargs)
+            except StartAborted:
+                self._running -= 1
+                break
+            except Exception as exc:
+                self._running -= 1
+                self._start_errors.append(exc)
+                self._fail()
+                break
+            chain.append(position)
+            position = self._on_started(position)
+        self._check_settled()
+        while chain:
+            position = chain.pop()
+            await self._stop_events[position].wait()
+            self._on_stopped(position, await self.instances[position].stop())
+
+    def _on_started(self, position: int) -> int | None:
+        """Record a start; return a newly runnable dependent to continue with."""
+        instance = self.instances[position]
+        self.values[instance.resource.name] = instance.value
+        self._started.append(position)
+        waiting = self._waiting
+        follow: int | None = None
+        for dependent in self.plan.dependents[position]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                if follow is None and not self._is_failing:
+                    follow = dependent
+                else:
+                    heapq.heappush(self._runnable, dependent)
+        if follow is None:
+            self._running -= 1
+        self._dispatch()
+        return follow
+
+    async def stop(self) -> list[ShutdownError]:
+        """Stop every started resource after its dependents; return failures."""
+        remaining = self._remaining = [0] * len(self.instances)
+        for position in self._started:
+            for dependency in self.plan.dependencies[position]:
+                remaining[dependency] += 1
+        self._to_stop = len(self._started)
+        if self._to_stop == 0:
+            return self._stop_errors
+        for position in reversed(self._started):
+            if remaining[position] == 0:
+                self._stop_events[position].set()
+        with anyio.CancelScope(shield=True):
+            await self._all_stopped.wait()
+        return self._stop_errors
+
+    def _on_stopped(self, position: int, error: ShutdownError | None) -> None:
+        if error is not None:
+            log_stop_failure(error)
+            self._stop_errors.append(error)
+        remaining = self._remaining
+        for dependency in self.plan.dependencies[position]:
+            remaining[dependency] -= 1
+            if remaining[dependency] == 0:
+                self._stop_events[dependency].set()
+        self._to_stop -= 1
+        if self._to_stop == 0:
+            self._all_stopped.set()
+
+    async def close(self) -> None:
+        """Exit the task group once every host has finished its teardown."""
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.shield = True
+            await tg.__aexit__(None, None, None)

@@ -1,0 +1,37 @@
+"""Private aliases and protocols shared by the core modules."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Literal, Protocol, TypeVar
+
+ValueT = TypeVar("ValueT")
+ValueT_co = TypeVar("ValueT_co", covariant=True)
+
+FactoryKind = Literal[
+    "async_generator",
+    "coroutine",
+    "generator",
+    "callable",
+    "value",
+]
+"""How a resource's factory is run; "callable" may return an async context manager."""
+
+HealthCheck = Callable[[ValueT], Awaitable[object] | object]
+"""A resource's health check: it receives the value and fails by raising or by
+returning ``False``."""
+
+
+class AsyncContextManagerLike(Protocol[ValueT_co]):
+    """Anything usable with ``async with`` (what `httpx.AsyncClient()` returns)."""
+
+    async def __aenter__(self) -> ValueT_co: ...  # noqa: D105
+
+    async def __aexit__(  # noqa: D105
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool | None: ...

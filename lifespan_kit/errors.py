@@ -1,0 +1,704 @@
+"""Exceptions and warnings raised by lifespan_kit.
+
+Every error carries data (``code``, ``resource_name``, ``dependency_path``,
+``phase``) and builds its message from it, so a message always says which
+resource, doing what, how the orchestrator got there and what to change.
+
+The hierarchy:
+
+```text
+LifespanKitError
+├── DefinitionError                 (phase "definition": nothing was started)
+│   ├── DuplicateResourceError      (also ValueError)
+│   ├── MissingDependencyError      (also LookupError)
+│   ├── DependencyCycleError        (also ValueError)
+│   ├── InvalidFactoryError         (also TypeError)
+│   ├── InvalidOptionError          (also ValueError)
+│   ├── InvalidBundleError          (also TypeError)
+│   └── GraphError                  (also ValueError; holds every problem found)
+├── UnknownResourceError            (also LookupError)
+├── StartupError                    (phase "startup"; everything started was stopped)
+│   ├── StartTimeoutError           (also TimeoutError)
+│   ├── NoYieldError                (also RuntimeError)
+│   ├── DependencyTypeError         (also TypeError)
+│   └── BundleTypeError             (also TypeError)
+├── ShutdownError                   (phase "shutdown")
+│   ├── StopTimeoutError            (also TimeoutError)
+│   └── MultipleYieldError          (also RuntimeError)
+├── NotRunningError                 (also RuntimeError)
+└── AlreadyRunningError             (also RuntimeError)
+
+LifespanKitWarning (UserWarning)
+```
+
+Added in 0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Final, Literal, get_args
+
+__all__ = [
+    "DOCS_URL",
+    "AlreadyRunningError",
+    "BundleTypeError",
+    "DefinitionError",
+    "DependencyCycleError",
+    "DependencyTypeError",
+    "DuplicateResourceError",
+    "ErrorCode",
+    "GraphError",
+    "InvalidBundleError",
+    "InvalidFactoryError",
+    "InvalidOptionError",
+    "LifespanKitError",
+    "LifespanKitWarning",
+    "MissingDependencyError",
+    "MultipleYieldError",
+    "NoYieldError",
+    "NotRunningError",
+    "Phase",
+    "ShutdownError",
+    "StartTimeoutError",
+    "StartupError",
+    "StopTimeoutError",
+    "UnknownResourceError",
+]
+
+DOCS_URL: Final = "https://lifespan-kit.readthedocs.io/en/latest/errors/"
+
+ErrorCode = Literal[
+    "already-running",
+    "bundle-type",
+    "dependency-cycle",
+    "dependency-type",
+    "duplicate-resource",
+    "invalid-bundle",
+    "invalid-factory",
+    "invalid-graph",
+    "invalid-option",
+    "missing-dependency",
+    "multiple-yields",
+    "no-yield",
+    "not-running",
+    "shutdown-failed",
+    "start-timeout",
+    "startup-failed",
+    "stop-timeout",
+    "unknown-resource",
+]
+"""Stable, documented identifiers of every error; each has a section in the docs."""
+
+ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
+
+Phase = Literal["definition", "startup", "running", "shutdown"]
+"""The part of a resource's life in which an error happened."""
+
+
+def _quote_all(names: Sequence[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class LifespanKitError(Exception):
+    """Root of every error raised by lifespan_kit.
+
+    Subclasses set `code` and `phase` and compose their message from their
+    fields, so the wording can improve while the data stays stable.
+
+    Attributes:
+        code: The stable error code; the docs have a section for each.
+        phase: When the error happened.
+        resource_name: The resource concerned, if any.
+        dependency_path: Names from a requested resource down to this one.
+    """
+
+    code: ClassVar[ErrorCode]
+    phase: ClassVar[Phase]
+
+    def __init__(
+        self,
+        resource_name: str | None = None,
+        *,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name)
+        self.resource_name = resource_name
+        self.dependency_path = dependency_path or (
+            (resource_name,) if resource_name is not None else ()
+        )
+
+    def summary(self) -> str:
+        """Return the first line of the message: what went wrong, and where."""
+        return f"Resource '{self.resource_name}' failed during {self.phase}."
+
+    def details(self) -> list[tuple[str, str]]:
+        """Return the labelled detail lines shown under the summary."""
+        return []
+
+    def fix(self) -> str:
+        """Return one concrete change that resolves the error."""
+        return "see the documentation for this error code."
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        if len(self.dependency_path) > 1:
+            lines.append(f"  dependency path: {' -> '.join(self.dependency_path)}")
+        lines.extend(f"  {label}: {text}" for label, text in self.details())
+        lines.append(f"  fix: {self.fix()}")
+        lines.append(f"  docs: {DOCS_URL}#{self.code}")
+        return "\n".join(lines)
+
+
+class LifespanKitWarning(UserWarning):
+    """Root of every warning emitted by lifespan_kit."""
+
+
+# --- definition ---------------------------------------------------------------
+
+
+class DefinitionError(LifespanKitError):
+    """A declaration is wrong; it is reported before anything starts."""
+
+    phase: ClassVar[Phase] = "definition"
+
+
+class DuplicateResourceError(DefinitionError, ValueError):
+    """Two resources were registered under the same name.
+
+    Attributes:
+        first: Where the resource already registered was defined.
+        second: Where the new one was defined.
+    """
+
+    code: ClassVar[ErrorCode] = "duplicate-resource"
+
+    def __init__(self, resource_name: str, *, first: str, second: str) -> None:
+        super().__init__(resource_name)
+        self.first = first
+        self.second = second
+
+    def summary(self) -> str:  # noqa: D102
+        return f"Resource '{self.resource_name}' is registered twice."
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return [("first", self.first), ("second", self.second)]
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "rename one of them (`name=` on the decorator), or use "
+            "`registry.override()` to replace a resource on purpose."
+        )
+
+
+class MissingDependencyError(DefinitionError, LookupError):
+    """A resource depends on a name that no resource has.
+
+    Attributes:
+        dependency_name: The name that was asked for.
+        parameter: The factory parameter that asked for it.
+        suggestions: Registered names close to `dependency_name`.
+        available: Every registered name, when there are few of them.
+    """
+
+    code: ClassVar[ErrorCode] = "missing-dependency"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        dependency_name: str,
+        parameter: str,
+        dependency_path: tuple[str, ...] = (),
+        suggestions: tuple[str, ...] = (),
+        available: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.dependency_name = dependency_name
+        self.parameter = parameter
+        self.suggestions = suggestions
+        self.available = available
+
+    def summary(self) -> str:  # noqa: D102
+        via = (
+            ""
+            if self.parameter == self.dependency_name
+            else f" (parameter '{self.parameter}')"
+        )
+        return (
+            f"Resource '{self.resource_name}' depends on '{self.dependency_name}'"
+            f"{via}, which is not registered."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        lines: list[tuple[str, str]] = []
+        if self.suggestions:
+            lines.append(("did you mean", _quote_all(self.suggestions)))
+        if self.available:
+            lines.append(("registered", _quote_all(self.available)))
+        return lines
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"register a resource named '{self.dependency_name}', fix the parameter "
+            f"name, or map it with depends={{'{self.parameter}': '<resource>'}}."
+        )
+
+
+class DependencyCycleError(DefinitionError, ValueError):
+    """Resources depend on each other in a circle.
+
+    Attributes:
+        cycle: The names around the circle; the first is repeated at the end.
+    """
+
+    code: ClassVar[ErrorCode] = "dependency-cycle"
+
+    def __init__(self, cycle: tuple[str, ...]) -> None:
+        super().__init__(cycle[0], dependency_path=cycle)
+        self.cycle = cycle
+
+    def summary(self) -> str:  # noqa: D102
+        return f"Resource '{self.resource_name}' depends on itself through a cycle."
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return [("cycle", " -> ".join(self.cycle))]
+
+    def __str__(self) -> str:
+        # The cycle is the dependency path; print it once, as "cycle".
+        lines = [self.summary(), f"  cycle: {' -> '.join(self.cycle)}"]
+        lines.append(f"  fix: {self.fix()}")
+        lines.append(f"  docs: {DOCS_URL}#{self.code}")
+        return "\n".join(lines)
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "break the cycle: merge the resources, or pass what one needs "
+            "through a third resource that both depend on."
+        )
+
+
+class InvalidFactoryError(DefinitionError, TypeError):
+    """A factory has a form lifespan_kit cannot run.
+
+    Attributes:
+        problem: What is wrong with it.
+        remedy: What to change.
+    """
+
+    code: ClassVar[ErrorCode] = "invalid-factory"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        problem: str,
+        remedy: str,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.problem = problem
+        self.remedy = remedy
+
+    def summary(self) -> str:  # noqa: D102
+        return f"Resource '{self.resource_name}' has an invalid factory: {self.problem}"
+
+    def fix(self) -> str:  # noqa: D102
+        return self.remedy
+
+
+class InvalidOptionError(DefinitionError, ValueError):
+    """An option such as a timeout or a concurrency limit is out of range.
+
+    Attributes:
+        option: The option's name.
+        problem: Why it was rejected.
+    """
+
+    code: ClassVar[ErrorCode] = "invalid-option"
+
+    def __init__(
+        self, resource_name: str | None, *, option: str, problem: str
+    ) -> None:
+        super().__init__(resource_name)
+        self.option = option
+        self.problem = problem
+
+    def summary(self) -> str:  # noqa: D102
+        where = (
+            "the registry"
+            if self.resource_name is None
+            else f"resource '{self.resource_name}'"
+        )
+        return f"Option '{self.option}' of {where} is invalid."
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return [("problem", self.problem)]
+
+    def fix(self) -> str:  # noqa: D102
+        return f"pass a valid value for '{self.option}'."
+
+
+class InvalidBundleError(DefinitionError, TypeError):
+    """The bundle passed to `lifespan()` is not a `Bundle` subclass.
+
+    Attributes:
+        found: A description of what was passed.
+    """
+
+    code: ClassVar[ErrorCode] = "invalid-bundle"
+
+    def __init__(self, *, found: str) -> None:
+        super().__init__(None)
+        self.found = found
+
+    def summary(self) -> str:  # noqa: D102
+        return f"The bundle must be a subclass of lifespan_kit.Bundle, not {self.found}."
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "declare `class Resources(Bundle)` with one field per resource, "
+            "or call `lifespan()` without a bundle to get every resource."
+        )
+
+
+class GraphError(DefinitionError, ValueError):
+    """The resource graph has problems; all of them are listed together.
+
+    Attributes:
+        problems: Each problem found, as its own error with its own code.
+    """
+
+    code: ClassVar[ErrorCode] = "invalid-graph"
+
+    def __init__(self, problems: Sequence[LifespanKitError]) -> None:
+        super().__init__(problems[0].resource_name)
+        self.problems = tuple(problems)
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        lines = [f"The resource graph has {len(self.problems)} problems."]
+        for number, problem in enumerate(self.problems, start=1):
+            text = str(problem).replace("\n", "\n   ")
+            lines.append(f"{number}. {text}")
+        return "\n".join(lines)
+
+
+class UnknownResourceError(LifespanKitError, LookupError):
+    """A name was looked up that no resource in the registry has.
+
+    Attributes:
+        suggestions: Registered names close to the one asked for.
+        available: Every registered name, when there are few of them.
+        context: Where the name was used, for example "bundle field".
+    """
+
+    code: ClassVar[ErrorCode] = "unknown-resource"
+    phase: ClassVar[Phase] = "definition"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        context: str,
+        suggestions: tuple[str, ...] = (),
+        available: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name)
+        self.context = context
+        self.suggestions = suggestions
+        self.available = available
+
+    def summary(self) -> str:  # noqa: D102
+        return f"No resource is named '{self.resource_name}' ({self.context})."
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        lines: list[tuple[str, str]] = []
+        if self.suggestions:
+            lines.append(("did you mean", _quote_all(self.suggestions)))
+        if self.available:
+            lines.append(("registered", _quote_all(self.available)))
+        return lines
+
+    def fix(self) -> str:  # noqa: D102
+        return "use the name of a registered resource, or register one by that name."
+
+
+# --- startup ------------------------------------------------------------------
+
+
+class StartupError(LifespanKitError):
+    """A resource failed to start; everything already started was stopped.
+
+    The original exception is `__cause__`.
+    """
+
+    code: ClassVar[ErrorCode] = "startup-failed"
+    phase: ClassVar[Phase] = "startup"
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        cause = self.__cause__
+        return [] if cause is None else [("cause", _describe(cause))]
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"read the cause above; the failure is inside the factory of "
+            f"'{self.resource_name}'."
+        )
+
+
+class StartTimeoutError(StartupError, TimeoutError):
+    """A resource did not finish starting within its `start_timeout`.
+
+    Attributes:
+        timeout: The limit, in seconds.
+        elapsed: How long the start ran, in seconds.
+        blocked: True when a synchronous factory blocked the event loop.
+    """
+
+    code: ClassVar[ErrorCode] = "start-timeout"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        timeout: float,
+        elapsed: float,
+        blocked: bool = False,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.timeout = timeout
+        self.elapsed = elapsed
+        self.blocked = blocked
+
+    def summary(self) -> str:  # noqa: D102
+        how = "blocked the event loop for" if self.blocked else "was still starting after"
+        return (
+            f"Resource '{self.resource_name}' {how} {self.elapsed:.3f}s "
+            f"(start_timeout={self.timeout:g}s)."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        if self.blocked:
+            return (
+                "make the factory `async def` and await its I/O, or move the "
+                "blocking call to `anyio.to_thread.run_sync`."
+            )
+        return (
+            f"find what '{self.resource_name}' waits for, or raise its "
+            "start_timeout."
+        )
+
+
+class NoYieldError(StartupError, RuntimeError):
+    """A generator factory finished without yielding its value."""
+
+    code: ClassVar[ErrorCode] = "no-yield"
+
+    def summary(self) -> str:  # noqa: D102
+        return f"Resource '{self.resource_name}' returned without yielding a value."
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "yield the value exactly once; put cleanup after the yield, in a "
+            "`finally:` block."
+        )
+
+
+class DependencyTypeError(StartupError, TypeError):
+    """A dependency's value does not match the parameter's annotation.
+
+    Attributes:
+        parameter: The factory parameter.
+        dependency_name: The resource that provided the value.
+        expected: The annotated type's name.
+        found: The value's type name.
+    """
+
+    code: ClassVar[ErrorCode] = "dependency-type"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        parameter: str,
+        dependency_name: str,
+        expected: str,
+        found: str,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.parameter = parameter
+        self.dependency_name = dependency_name
+        self.expected = expected
+        self.found = found
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' expects parameter '{self.parameter}' "
+            f"to be {self.expected}, but resource '{self.dependency_name}' "
+            f"provided {self.found}."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"correct the annotation of '{self.parameter}', or what "
+            f"'{self.dependency_name}' yields."
+        )
+
+
+class BundleTypeError(StartupError, TypeError):
+    """A started resource's value does not match its bundle field's type.
+
+    Attributes:
+        bundle: The bundle class name.
+        expected: The field's type.
+        found: The value's type name.
+    """
+
+    code: ClassVar[ErrorCode] = "bundle-type"
+
+    def __init__(
+        self, resource_name: str, *, bundle: str, expected: str, found: str
+    ) -> None:
+        super().__init__(resource_name)
+        self.bundle = bundle
+        self.expected = expected
+        self.found = found
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' provided {self.found}, but field "
+            f"'{self.resource_name}' of {self.bundle} expects {self.expected}."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        return f"correct the field's annotation, or what '{self.resource_name}' yields."
+
+
+# --- shutdown -----------------------------------------------------------------
+
+
+class ShutdownError(LifespanKitError):
+    """A resource's teardown failed; the other teardowns still ran.
+
+    The original exception is `__cause__`.
+    """
+
+    code: ClassVar[ErrorCode] = "shutdown-failed"
+    phase: ClassVar[Phase] = "shutdown"
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        cause = self.__cause__
+        return [] if cause is None else [("cause", _describe(cause))]
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"read the cause above; the failure is in the teardown of "
+            f"'{self.resource_name}'."
+        )
+
+
+class StopTimeoutError(ShutdownError, TimeoutError):
+    """A resource's teardown did not finish within its `stop_timeout`.
+
+    Attributes:
+        timeout: The limit, in seconds.
+        elapsed: How long the teardown ran before it was cancelled.
+    """
+
+    code: ClassVar[ErrorCode] = "stop-timeout"
+
+    def __init__(self, resource_name: str, *, timeout: float, elapsed: float) -> None:
+        super().__init__(resource_name)
+        self.timeout = timeout
+        self.elapsed = elapsed
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' was still stopping after "
+            f"{self.elapsed:.3f}s (stop_timeout={self.timeout:g}s); it was cancelled."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"find what the teardown of '{self.resource_name}' waits for, or raise "
+            "its stop_timeout."
+        )
+
+
+class MultipleYieldError(ShutdownError, RuntimeError):
+    """A generator factory yielded a second time instead of finishing."""
+
+    code: ClassVar[ErrorCode] = "multiple-yields"
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' yielded a second time during "
+            "teardown; it was closed at the second yield."
+        )
+
+    def fix(self) -> str:  # noqa: D102
+        return "yield exactly once; a resource provides a single value."
+
+
+# --- misuse -------------------------------------------------------------------
+
+
+class NotRunningError(LifespanKitError, RuntimeError):
+    """Something was used that needs a running lifespan.
+
+    Attributes:
+        action: What was attempted.
+    """
+
+    code: ClassVar[ErrorCode] = "not-running"
+    phase: ClassVar[Phase] = "running"
+
+    def __init__(self, resource_name: str | None = None, *, action: str) -> None:
+        super().__init__(resource_name)
+        self.action = action
+
+    def summary(self) -> str:  # noqa: D102
+        return f"Cannot {self.action}: the lifespan is not running."
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "use resources only inside `async with registry.lifespan(...)`; "
+            "keep the work that needs them inside that block."
+        )
+
+
+class AlreadyRunningError(LifespanKitError, RuntimeError):
+    """A lifespan object was entered while it was already running."""
+
+    code: ClassVar[ErrorCode] = "already-running"
+    phase: ClassVar[Phase] = "startup"
+
+    def summary(self) -> str:  # noqa: D102
+        return "This lifespan is already running; it cannot be entered twice."
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "call `registry.lifespan(...)` again for a second, independent set "
+            "of resources."
+        )
