@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import ClassVar, TypeVar, overload
+from typing import ClassVar, TypeGuard, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lifespan_kit._graph import suggest
 from lifespan_kit._resource import Resource
 from lifespan_kit._types import ValueT
-from lifespan_kit.errors import BundleTypeError, InvalidBundleError, UnknownResourceError
+from lifespan_kit.errors import (
+    BundleTypeError,
+    InvalidBundleError,
+    UnknownResourceError,
+)
 
 BundleT = TypeVar("BundleT", bound="Bundle")
 
@@ -43,9 +47,13 @@ class Bundle(BaseModel):
 
 def bundle_resource_names(bundle: object) -> tuple[str, ...]:
     """Return the resource names a bundle class asks for, in field order."""
-    if not (isinstance(bundle, type) and issubclass(bundle, Bundle)):
+    if not _is_bundle_class(bundle):
         raise InvalidBundleError(found=_describe(bundle))
     return tuple(field.alias or name for name, field in bundle.model_fields.items())
+
+
+def _is_bundle_class(bundle: object) -> TypeGuard[type[Bundle]]:
+    return isinstance(bundle, type) and issubclass(bundle, Bundle)
 
 
 def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> BundleT:

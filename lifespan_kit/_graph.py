@@ -135,7 +135,7 @@ def _topological_order(
     problems: list[LifespanKitError],
 ) -> list[str]:
     rank = {name: index for index, name in enumerate(needed)}
-    waiting = {name: 0 for name in needed}
+    waiting = dict.fromkeys(needed, 0)
     dependents: dict[str, list[str]] = {name: [] for name in needed}
     for name in needed:
         for target in _unique_targets(registered[name]):

@@ -9,6 +9,7 @@ outer cancellation. Start and stop must run in the same task.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -158,7 +159,7 @@ class Instance:
             return
         values = dict(kwargs)
         positional = [d for d in self.resource.dependencies if d.is_positional]
-        values.update(zip((d.parameter for d in positional), args))
+        values.update(zip((d.parameter for d in positional), args, strict=True))
         for dependency in self.resource.dependencies:
             expected = checked.get(dependency.parameter)
             value = values[dependency.parameter]
@@ -206,9 +207,9 @@ class Instance:
 
             self._teardown = exit_cm
             return value
-        if isinstance(result, Awaitable):
-            if hasattr(result, "close"):
-                result.close()  # type: ignore[attr-defined]  # silence "never awaited"
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # silences "coroutine was never awaited"
             raise InvalidFactoryError(
                 self.resource.name,
                 problem="it returned an awaitable but is not an `async def` function.",
@@ -274,8 +275,14 @@ class Instance:
             scope.__exit__(None, None, None)
         duration = time.perf_counter() - began
         if self.monitor.is_active:
-            kind = "stopped" if error is None else "stop_failed"
-            self.monitor.emit(ResourceEvent(name, kind, duration=duration, error=error))
+            self.monitor.emit(
+                ResourceEvent(
+                    name,
+                    "stopped" if error is None else "stop_failed",
+                    duration=duration,
+                    error=error,
+                )
+            )
         return error
 
     def _stop_failure(

@@ -138,6 +138,7 @@ class Lifespan(Generic[ResultT]):
         try:
             return self._build(values)
         except BundleTypeGroup as exc:
+            stop_errors: list[ShutdownError] = []
             with anyio.CancelScope(shield=True):
                 stop_errors = await run.stop()
                 await run.close()
@@ -197,12 +198,12 @@ class Lifespan(Generic[ResultT]):
             for instance in checked:
                 tg.start_soon(self._check, instance, results)
         return HealthReport(
-            resources={
-                i.resource.name: results[i.resource.name] for i in checked
-            }
+            resources={i.resource.name: results[i.resource.name] for i in checked}
         )
 
-    async def _check(self, instance: Instance, results: dict[str, ResourceHealth]) -> None:
+    async def _check(
+        self, instance: Instance, results: dict[str, ResourceHealth]
+    ) -> None:
         resource = instance.resource
         check = resource.health_check
         assert check is not None
@@ -250,4 +251,3 @@ class Lifespan(Generic[ResultT]):
 def _shutdown_message(errors: Sequence[ShutdownError]) -> str:
     names = ", ".join(f"'{e.resource_name}'" for e in errors)
     return f"{len(errors)} resource(s) failed during shutdown: {names}."
-

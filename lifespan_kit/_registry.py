@@ -10,7 +10,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Final, TypeVar, overload
+from typing import Final, TypeVar, cast, overload
 
 from lifespan_kit._bundle import (
     Bundle,
@@ -110,9 +110,13 @@ class Registry:
         self, factory: Callable[..., AsyncContextManagerLike[ValueT]], /
     ) -> Resource[ValueT]: ...
     @overload
-    def resource(self, factory: Callable[..., Awaitable[ValueT]], /) -> Resource[ValueT]: ...
+    def resource(
+        self, factory: Callable[..., Awaitable[ValueT]], /
+    ) -> Resource[ValueT]: ...
     @overload
-    def resource(self, factory: Callable[..., Iterator[ValueT]], /) -> Resource[ValueT]: ...
+    def resource(
+        self, factory: Callable[..., Iterator[ValueT]], /
+    ) -> Resource[ValueT]: ...
     @overload
     def resource(self, factory: Callable[..., ValueT], /) -> Resource[ValueT]: ...
     @overload
@@ -179,14 +183,12 @@ class Registry:
             name, depends, start_timeout, stop_timeout, health_timeout, health
         )
         if factory is None:
-            return _Decorator(self, options)
+            return _Decorator(lambda f: self._register_factory(f, options))
         return self._register_factory(factory, options)
 
-    def _register_factory(
-        self, factory: Callable[..., object], options: _Options
-    ) -> Resource[object]:
-        name = options.name or getattr(factory, "__name__", None)
-        if not callable(factory) or name is None:
+    def _register_factory(self, factory: object, options: _Options) -> Resource[object]:
+        name: str | None = options.name or getattr(factory, "__name__", None)
+        if name is None or not callable(factory):
             raise InvalidFactoryError(
                 name or repr(factory),
                 problem=f"{describe_origin(factory)} is not a named callable.",
@@ -312,15 +314,17 @@ class Registry:
             registry.add("answer", 42)
             ```
         """
+        # The check receives the value this resource produces: ValueT.
+        check = cast("HealthCheck[object] | None", health)
         options = _Options(
-            name, depends, start_timeout, stop_timeout, health_timeout, health
+            name, depends, start_timeout, stop_timeout, health_timeout, check
         )
         return self._register(name, factory, options)
 
     def _register(
         self, name: str, factory: object, options: _Options
     ) -> Resource[object]:
-        if not isinstance(name, str) or not name.isidentifier():
+        if not name.isidentifier():
             raise InvalidFactoryError(
                 str(name),
                 problem="the name is not a valid Python identifier.",
@@ -570,23 +574,30 @@ _NO_TIMEOUTS: Final = Timeouts()
 class _Decorator:
     """What ``@registry.resource(...)`` returns: applies the options to a factory."""
 
-    __slots__ = ("_options", "_registry")
+    __slots__ = ("_register",)
 
-    def __init__(self, registry: Registry, options: _Options) -> None:
-        self._registry = registry
-        self._options = options
+    def __init__(
+        self, register: Callable[[Callable[..., object]], Resource[object]]
+    ) -> None:
+        self._register = register
 
     @overload
-    def __call__(self, factory: Callable[..., AsyncIterator[ValueT]], /) -> Resource[ValueT]: ...
+    def __call__(
+        self, factory: Callable[..., AsyncIterator[ValueT]], /
+    ) -> Resource[ValueT]: ...
     @overload
     def __call__(
         self, factory: Callable[..., AsyncContextManagerLike[ValueT]], /
     ) -> Resource[ValueT]: ...
     @overload
-    def __call__(self, factory: Callable[..., Awaitable[ValueT]], /) -> Resource[ValueT]: ...
+    def __call__(
+        self, factory: Callable[..., Awaitable[ValueT]], /
+    ) -> Resource[ValueT]: ...
     @overload
-    def __call__(self, factory: Callable[..., Iterator[ValueT]], /) -> Resource[ValueT]: ...
+    def __call__(
+        self, factory: Callable[..., Iterator[ValueT]], /
+    ) -> Resource[ValueT]: ...
     @overload
     def __call__(self, factory: Callable[..., ValueT], /) -> Resource[ValueT]: ...
     def __call__(self, factory: Callable[..., object], /) -> Resource[object]:
-        return self._registry._register_factory(factory, self._options)  # noqa: SLF001
+        return self._register(factory)

@@ -64,7 +64,7 @@ class Monitor:
         for listener in self.listeners:
             try:
                 listener(event)
-            except Exception:
+            except Exception:  # noqa: PERF203  # a listener's bug never stops a lifespan
                 logger.exception(
                     "Event listener %r failed on %s of resource '%s'.",
                     listener,
@@ -161,7 +161,8 @@ def create_report(
     """Build the report from raw per-position timings (None: not started)."""
     started = [i for i, duration in enumerate(durations) if duration is not None]
     timings = {
-        names[i]: ResourceTiming(names[i], began[i], durations[i] or 0.0) for i in started
+        names[i]: ResourceTiming(names[i], began[i], durations[i] or 0.0)
+        for i in started
     }
     if not started:
         return StartupReport(timings={}, total=0.0, critical_path=())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Generic, final
 
 from lifespan_kit._settings import Timeouts
-from lifespan_kit._types import FactoryKind, HealthCheck, ValueT
+from lifespan_kit._types import FactoryKind, HealthCheck, ValueT_co
 from lifespan_kit.errors import InvalidFactoryError
 
 _SKIPPED_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -25,7 +25,7 @@ class Dependency:
 
 
 @final
-class Resource(Generic[ValueT]):
+class Resource(Generic[ValueT_co]):
     """A named resource definition: a factory (or value) and its options.
 
     `Registry.resource` and `Registry.add` return one. It is also a typed key:
@@ -60,7 +60,7 @@ class Resource(Generic[ValueT]):
         kind: FactoryKind,
         dependencies: tuple[Dependency, ...],
         timeouts: Timeouts,
-        health_check: HealthCheck[ValueT] | None,
+        health_check: HealthCheck[object] | None,
     ) -> None:
         self.name = name
         self.factory = factory
@@ -92,8 +92,8 @@ def create_resource(
     *,
     depends: Mapping[str, str] | None,
     timeouts: Timeouts,
-    health_check: HealthCheck[ValueT] | None,
-) -> Resource[ValueT]:
+    health_check: HealthCheck[object] | None,
+) -> Resource[object]:
     """Inspect `factory` and build a `Resource`, raising `InvalidFactoryError`."""
     kind = classify(factory)
     dependencies = (
@@ -144,7 +144,9 @@ def _dependencies(
             remedy="make `inspect.signature()` work on the factory.",
         ) from exc
     parameters = {} if signature is None else dict(signature.parameters)
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepts_any = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
     unknown = [p for p in depends if p not in parameters and not accepts_any]
     if unknown:
         raise InvalidFactoryError(
@@ -158,7 +160,9 @@ def _dependencies(
         if (dependency := _dependency(name, parameter, depends)) is not None
     ]
     found.extend(
-        Dependency(param, target) for param, target in depends.items() if param not in parameters
+        Dependency(param, target)
+        for param, target in depends.items()
+        if param not in parameters
     )
     return tuple(found)
 
@@ -213,7 +217,7 @@ def matches(value: object, expected: type) -> bool:
 
 def describe_origin(factory: object) -> str:
     """Say where a factory was defined: ``module.qualname (file:line)``."""
-    target = inspect.unwrap(factory) if callable(factory) else factory  # type: ignore[arg-type]
+    target = inspect.unwrap(factory) if inspect.isfunction(factory) else factory
     qualname = getattr(target, "__qualname__", None)
     if qualname is None:
         return f"a value of type {type(factory).__qualname__}"

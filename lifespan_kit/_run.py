@@ -142,6 +142,7 @@ class ConcurrentRun:
                 logger.warning("%s", error)
             raise
         if self._start_errors:
+            stop_errors: list[ShutdownError] = []
             with anyio.CancelScope(shield=True):
                 stop_errors = await self.stop()
                 await self.close()

@@ -70,7 +70,7 @@ def validate_concurrency(concurrency: int | None) -> float:
     """Return the start concurrency limit as a number (`math.inf` if unlimited)."""
     if concurrency is None:
         return math.inf
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):  # pyright: ignore[reportUnnecessaryIsInstance]  # untyped callers
         raise InvalidOptionError(
             None, option="concurrency", problem="it must be an int or None"
         )

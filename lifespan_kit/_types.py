@@ -26,9 +26,9 @@ returning ``False``."""
 class AsyncContextManagerLike(Protocol[ValueT_co]):
     """Anything usable with ``async with`` (what `httpx.AsyncClient()` returns)."""
 
-    async def __aenter__(self) -> ValueT_co: ...  # noqa: D105
+    async def __aenter__(self) -> ValueT_co: ...
 
-    async def __aexit__(  # noqa: D105
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,

@@ -322,9 +322,7 @@ class InvalidOptionError(DefinitionError, ValueError):
 
     code: ClassVar[ErrorCode] = "invalid-option"
 
-    def __init__(
-        self, resource_name: str | None, *, option: str, problem: str
-    ) -> None:
+    def __init__(self, resource_name: str | None, *, option: str, problem: str) -> None:
         super().__init__(resource_name)
         self.option = option
         self.problem = problem
@@ -358,7 +356,9 @@ class InvalidBundleError(DefinitionError, TypeError):
         self.found = found
 
     def summary(self) -> str:  # noqa: D102
-        return f"The bundle must be a subclass of lifespan_kit.Bundle, not {self.found}."
+        return (
+            f"The bundle must be a subclass of lifespan_kit.Bundle, not {self.found}."
+        )
 
     def fix(self) -> str:  # noqa: D102
         return (
@@ -479,7 +479,9 @@ class StartTimeoutError(StartupError, TimeoutError):
         self.blocked = blocked
 
     def summary(self) -> str:  # noqa: D102
-        how = "blocked the event loop for" if self.blocked else "was still starting after"
+        how = (
+            "blocked the event loop for" if self.blocked else "was still starting after"
+        )
         return (
             f"Resource '{self.resource_name}' {how} {self.elapsed:.3f}s "
             f"(start_timeout={self.timeout:g}s)."
@@ -495,8 +497,7 @@ class StartTimeoutError(StartupError, TimeoutError):
                 "blocking call to `anyio.to_thread.run_sync`."
             )
         return (
-            f"find what '{self.resource_name}' waits for, or raise its "
-            "start_timeout."
+            f"find what '{self.resource_name}' waits for, or raise its start_timeout."
         )
 
 
