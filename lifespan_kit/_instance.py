@@ -86,6 +86,11 @@ class Instance:
         if self._scope is not None and self.start_duration is None:
             self._scope.cancel()
 
+    def shield(self) -> None:
+        """Protect this resource's scope, and all inside it, from outer cancellation."""
+        if self._scope is not None:
+            self._scope.shield = True
+
     async def start(self, args: list[object], kwargs: dict[str, object]) -> object:
         """Run the factory and return its value.
 
@@ -96,6 +101,11 @@ class Instance:
         if self.is_aborted:
             raise StartAborted
         name = self.resource.name
+        if self.resource.kind == "value":
+            self.start_duration = 0.0
+            self.began = time.perf_counter()
+            self.value = self.resource.factory
+            return self.value
         if self.monitor.is_active:
             self.monitor.emit(ResourceEvent(name, "starting"))
         self._check_arguments(args, kwargs)
@@ -115,7 +125,7 @@ class Instance:
             raise error from _cause(error, exc)
         scope.deadline = math.inf
         elapsed = time.perf_counter() - began
-        if elapsed > self.start_timeout and self.resource.kind != "value":
+        if elapsed > self.start_timeout:
             await self.stop()
             error = StartTimeoutError(
                 name,
@@ -176,8 +186,6 @@ class Instance:
     async def _enter(self, args: list[object], kwargs: dict[str, object]) -> object:
         factory = cast("Callable[..., object]", self.resource.factory)
         kind = self.resource.kind
-        if kind == "value":
-            return factory
         if kind == "async_generator":
             agen = cast("AsyncGenerator[object, None]", factory(*args, **kwargs))
             try:

@@ -88,6 +88,11 @@ class SequentialRun:
 
     async def stop(self) -> list[ShutdownError]:
         """Stop what started, in reverse order, and return the failures."""
+        # Shield every scope up front: each teardown is then protected from
+        # outer cancellation, and leaving a scope stops at its shielded parent
+        # instead of walking the whole nested chain.
+        for instance in self.instances:
+            instance.shield()
         await self._stack.aclose()
         return self._stop_errors
 
@@ -117,7 +122,9 @@ class ConcurrentRun:
         self._started: list[int] = []
         self._start_errors: list[Exception] = []
         self._stop_errors: list[ShutdownError] = []
-        self._stop_events = [anyio.Event() for _ in instances]
+        self._is_released = [False] * len(instances)
+        self._teardown_began = anyio.Event()
+        self._waiters: dict[int, anyio.Event] = {}
         self._remaining: list[int] = []
         self._to_stop = 0
         self._settled = anyio.Event()
@@ -188,9 +195,13 @@ class ConcurrentRun:
             chain.append(position)
             position = self._on_started(position)
         self._check_settled()
+        if chain:
+            await self._teardown_began.wait()
         while chain:
             position = chain.pop()
-            await self._stop_events[position].wait()
+            if not self._is_released[position]:
+                waiter = self._waiters[position] = anyio.Event()
+                await waiter.wait()
             self._on_stopped(position, await self.instances[position].stop())
 
     def _on_started(self, position: int) -> int | None:
@@ -221,9 +232,10 @@ class ConcurrentRun:
         self._to_stop = len(self._started)
         if self._to_stop == 0:
             return self._stop_errors
-        for position in reversed(self._started):
+        for position in self._started:
             if remaining[position] == 0:
-                self._stop_events[position].set()
+                self._is_released[position] = True
+        self._teardown_began.set()
         with anyio.CancelScope(shield=True):
             await self._all_stopped.wait()
         return self._stop_errors
@@ -236,10 +248,16 @@ class ConcurrentRun:
         for dependency in self.plan.dependencies[position]:
             remaining[dependency] -= 1
             if remaining[dependency] == 0:
-                self._stop_events[dependency].set()
+                self._release(dependency)
         self._to_stop -= 1
         if self._to_stop == 0:
             self._all_stopped.set()
+
+    def _release(self, position: int) -> None:
+        self._is_released[position] = True
+        waiter = self._waiters.pop(position, None)
+        if waiter is not None:
+            waiter.set()
 
     async def close(self) -> None:
         """Exit the task group once every host has finished its teardown."""
