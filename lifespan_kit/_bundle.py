@@ -88,7 +88,7 @@ def _bundle_error(
     expected = field.annotation
     return BundleTypeError(
         name,
-        bundle=bundle.__qualname__,
+        bundle=bundle.__name__,
         expected=getattr(expected, "__qualname__", repr(expected)),
         found=type(values[name]).__qualname__,
     )

@@ -138,10 +138,10 @@ class Lifespan(Generic[ResultT]):
         try:
             return self._build(values)
         except BundleTypeGroup as exc:
-            stop_errors: list[ShutdownError] = []
-            with anyio.CancelScope(shield=True):
-                stop_errors = await run.stop()
-                await run.close()
+            # Both runs shield their own teardown (the sequential one must not
+            # be wrapped in a new scope: its resources' scopes enclose this code).
+            stop_errors = await run.stop()
+            await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
     def _instance(self, position: int, monitor: Monitor) -> Instance:

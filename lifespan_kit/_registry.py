@@ -489,7 +489,7 @@ class Registry:
             return create_bundle(bundle_class, values)
 
         return Lifespan(
-            self._plan(roots, f"a field of bundle {bundle.__qualname__}"),
+            self._plan(roots, f"a field of bundle {bundle.__name__}"),
             build=build,
             concurrency=limit,
             defaults=self._defaults,
@@ -514,7 +514,7 @@ class Registry:
         if bundle is None:
             return self._plan(_ROOTS_ALL, "requested").names
         roots = bundle_resource_names(bundle)
-        return self._plan(roots, f"a field of bundle {bundle.__qualname__}").names
+        return self._plan(roots, f"a field of bundle {bundle.__name__}").names
 
     def _plan(self, roots: tuple[str, ...] | None, context: str) -> Plan:
         plan = self._plans.get(roots)

@@ -144,7 +144,7 @@ class ConcurrentRun:
                 self._fail()
                 await self._settled.wait()
                 await self.stop()
-                await self.close()
+            await self.close()
             for error in self._start_errors:
                 logger.warning("%s", error)
             raise
@@ -152,7 +152,7 @@ class ConcurrentRun:
             stop_errors: list[ShutdownError] = []
             with anyio.CancelScope(shield=True):
                 stop_errors = await self.stop()
-                await self.close()
+            await self.close()
             raise startup_failure(self._start_errors, stop_errors)
         return self.values
 

@@ -1,0 +1,580 @@
+"""Benchmark lifespan_kit against hand-written baselines run in the same process.
+
+Two workloads, each on asyncio and on trio:
+
+W1 latency
+    A seeded random DAG of 40 resources whose starts and stops sleep. The
+    concurrent mode should start and stop it in about the critical path of the
+    graph; the run also records the order of every start and stop and counts
+    the dependency-order violations. Baselines: a sequential
+    ``contextlib.AsyncExitStack`` and an "ideal" anyio task-group scheduler.
+
+W2 overhead
+    N independent no-op resources, started and stopped, against an
+    ``AsyncExitStack`` entering N no-op ``asynccontextmanager`` generators.
+    Measurements are interleaved round by round; ratios are medians of the
+    per-round ratios.
+
+Every ratio compares measurements taken in the same run and process, so the
+figures are comparable across machines while absolute times are not.
+
+Usage::
+
+    python bench/run.py [--backend asyncio|trio|all] [--quick] [--seed N]
+
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+
+from lifespan_kit import Lifespan, Registry, ResourceMap
+
+BACKENDS: Final = ("asyncio", "trio")
+DEFAULT_SEED: Final = 1
+
+W1_SIZE: Final = 40
+W1_MAX_DEPENDENCIES: Final = 3
+W1_START_MS: Final = (5.0, 40.0)
+W1_TARGET: Final = 1.10
+W1_TIMEOUT: Final = 60.0  # seconds; a run that takes longer is reported as a hang
+
+W2_HEADLINE_N: Final = 1000
+W2_SEQUENTIAL_TARGET: Final = 1.5
+W2_CONCURRENT_TARGET: Final = 6.0
+W2_WORK_PER_SAMPLE: Final = 1000  # resources per timed sample, for small N
+
+Trace = list[tuple[str, int]]
+"""Start and stop events in the order they happened: (kind, resource index)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much work one run does."""
+
+    seed: int
+    quick: bool
+
+    @property
+    def w1_runs(self) -> int:
+        return 2 if self.quick else 5
+
+    @property
+    def w2_sizes(self) -> tuple[int, ...]:
+        return (10, 100, 1000) if self.quick else (10, 100, 1000, 10000)
+
+    def w2_rounds(self, size: int) -> int:
+        if size >= 10000:
+            return 9
+        return 7 if self.quick else 31
+
+
+# --- W1: latency on a random DAG ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dag:
+    """A random resource graph; dependencies always point to earlier indexes."""
+
+    names: tuple[str, ...]
+    dependencies: tuple[tuple[int, ...], ...]
+    start: tuple[float, ...]  # seconds
+    stop: tuple[float, ...]  # seconds
+
+    @property
+    def dependents(self) -> tuple[tuple[int, ...], ...]:
+        found: list[list[int]] = [[] for _ in self.names]
+        for index, dependencies in enumerate(self.dependencies):
+            for dependency in dependencies:
+                found[dependency].append(index)
+        return tuple(tuple(d) for d in found)
+
+
+def make_dag(seed: int, size: int = W1_SIZE) -> Dag:
+    rng = random.Random(seed)
+    dependencies: list[tuple[int, ...]] = []
+    start: list[float] = []
+    for index in range(size):
+        count = rng.randint(0, min(W1_MAX_DEPENDENCIES, index))
+        dependencies.append(tuple(sorted(rng.sample(range(index), count))))
+        start.append(rng.uniform(*W1_START_MS) / 1000)
+    return Dag(
+        names=tuple(f"r{index:02d}" for index in range(size)),
+        dependencies=tuple(dependencies),
+        start=tuple(start),
+        stop=tuple(duration / 2 for duration in start),
+    )
+
+
+def critical_path(dag: Dag, durations: Sequence[float]) -> tuple[float, list[int]]:
+    """Return the longest path through the DAG, weighting each node by duration.
+
+    The same path bounds the teardown, which walks the graph the other way.
+    """
+    finish: list[float] = []
+    previous: list[int | None] = []
+    for index, dependencies in enumerate(dag.dependencies):
+        before = max(dependencies, key=finish.__getitem__, default=None)
+        previous.append(before)
+        finish.append(durations[index] + (0.0 if before is None else finish[before]))
+    last: int | None = max(range(len(finish)), key=finish.__getitem__)
+    length = finish[last]
+    path: list[int] = []
+    while last is not None:
+        path.append(last)
+        last = previous[last]
+    return length, path[::-1]
+
+
+def count_violations(dag: Dag, trace: Trace) -> int:
+    """Count dependency-order violations and missing or repeated events.
+
+    A resource must begin its start after every dependency finished starting,
+    and begin its stop after every dependent finished stopping.
+    """
+    seen: dict[tuple[str, int], int] = {}
+    violations = 0
+    for sequence, event in enumerate(trace):
+        if event in seen:
+            violations += 1
+        seen[event] = sequence
+    missing = object()
+    for index in range(len(dag.names)):
+        for kind in ("start_begin", "start_end", "stop_begin", "stop_end"):
+            if seen.get((kind, index), missing) is missing:
+                violations += 1
+    for index, dependencies in enumerate(dag.dependencies):
+        for dependency in dependencies:
+            began = seen.get(("start_begin", index))
+            ready = seen.get(("start_end", dependency))
+            if began is not None and ready is not None and began < ready:
+                violations += 1
+            stopping = seen.get(("stop_begin", dependency))
+            stopped = seen.get(("stop_end", index))
+            if stopping is not None and stopped is not None and stopping < stopped:
+                violations += 1
+    return violations
+
+
+async def _sleeping_resource(
+    index: int, start: float, stop: float, trace: Trace
+) -> AsyncIterator[None]:
+    trace.append(("start_begin", index))
+    await anyio.sleep(start)
+    trace.append(("start_end", index))
+    yield None
+    trace.append(("stop_begin", index))
+    await anyio.sleep(stop)
+    trace.append(("stop_end", index))
+
+
+def _sleeping_factory(
+    dag: Dag, index: int, trace: Trace
+) -> Callable[..., AsyncIterator[None]]:
+    start, stop = dag.start[index], dag.stop[index]
+
+    async def factory(**dependencies: object) -> AsyncIterator[None]:
+        trace.append(("start_begin", index))
+        await anyio.sleep(start)
+        trace.append(("start_end", index))
+        yield None
+        trace.append(("stop_begin", index))
+        await anyio.sleep(stop)
+        trace.append(("stop_end", index))
+
+    return factory
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One W1 run: wall times in seconds and the dependency-order violations."""
+
+    startup: float
+    teardown: float
+    violations: int
+
+
+async def w1_lifespan_kit(
+    dag: Dag, concurrency: int | None
+) -> tuple[Timing, Lifespan[ResourceMap]]:
+    trace: Trace = []
+    registry = Registry()
+    for index, name in enumerate(dag.names):
+        depends = {f"d{k}": dag.names[d] for k, d in enumerate(dag.dependencies[index])}
+        registry.add(name, _sleeping_factory(dag, index, trace), depends=depends)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    with anyio.fail_after(W1_TIMEOUT):
+        began = time.perf_counter()
+        async with lifespan:
+            ready = time.perf_counter()
+            leaving = time.perf_counter()
+        ended = time.perf_counter()
+    timing = Timing(ready - began, ended - leaving, count_violations(dag, trace))
+    return timing, lifespan
+
+
+async def w1_exit_stack(dag: Dag) -> Timing:
+    trace: Trace = []
+    with anyio.fail_after(W1_TIMEOUT):
+        began = time.perf_counter()
+        async with contextlib.AsyncExitStack() as stack:
+            for index in range(len(dag.names)):  # indexes are a topological order
+                resource = contextlib.asynccontextmanager(_sleeping_resource)
+                await stack.enter_async_context(
+                    resource(index, dag.start[index], dag.stop[index], trace)
+                )
+            ready = time.perf_counter()
+            leaving = time.perf_counter()
+        ended = time.perf_counter()
+    return Timing(ready - began, ended - leaving, count_violations(dag, trace))
+
+
+async def w1_ideal(dag: Dag) -> Timing:
+    """One task per resource, each waiting on its dependencies' events."""
+    trace: Trace = []
+    size = len(dag.names)
+    dependents = dag.dependents
+    started = [anyio.Event() for _ in range(size)]
+    stopped = [anyio.Event() for _ in range(size)]
+    all_started = anyio.Event()
+    release = anyio.Event()
+    pending = [size]
+    resource = contextlib.asynccontextmanager(_sleeping_resource)
+
+    async def host(index: int) -> None:
+        for dependency in dag.dependencies[index]:
+            await started[dependency].wait()
+        async with resource(index, dag.start[index], dag.stop[index], trace):
+            started[index].set()
+            pending[0] -= 1
+            if pending[0] == 0:
+                all_started.set()
+            await release.wait()
+            for dependent in dependents[index]:
+                await stopped[dependent].wait()
+        stopped[index].set()
+
+    with anyio.fail_after(W1_TIMEOUT):
+        began = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for index in range(size):
+                tg.start_soon(host, index)
+            await all_started.wait()
+            ready = time.perf_counter()
+            leaving = time.perf_counter()
+            release.set()
+        ended = time.perf_counter()
+    return Timing(ready - began, ended - leaving, count_violations(dag, trace))
+
+
+@dataclass(frozen=True)
+class W1Row:
+    """The median W1 figures of one runner on one backend."""
+
+    runner: str
+    startup: float
+    teardown: float
+    violations: int
+    runs: int
+
+
+@dataclass(frozen=True)
+class W1Result:
+    """W1 on one backend, with what the library's own report said."""
+
+    rows: list[W1Row]
+    report_total: float
+    report_path: tuple[str, ...]
+
+
+async def w1(dag: Dag, settings: Settings) -> W1Result:
+    runners: dict[str, Callable[[], Any]] = {
+        "lifespan_kit concurrent": lambda: w1_lifespan_kit(dag, None),
+        "lifespan_kit sequential": lambda: w1_lifespan_kit(dag, 1),
+        "ideal task group": lambda: w1_ideal(dag),
+        "AsyncExitStack": lambda: w1_exit_stack(dag),
+    }
+    # Warm up the cheap runners (imports, first task group, first timers).
+    await w1_lifespan_kit(dag, None)
+    await w1_ideal(dag)
+    timings: dict[str, list[Timing]] = {name: [] for name in runners}
+    report_total, report_path = 0.0, ()
+    for _ in range(settings.w1_runs):
+        for name, runner in runners.items():
+            outcome = await runner()
+            if isinstance(outcome, tuple):
+                timing, lifespan = outcome
+                if name == "lifespan_kit concurrent":
+                    report = lifespan.report
+                    report_total, report_path = report.total, report.critical_path
+            else:
+                timing = outcome
+            timings[name].append(timing)
+    rows = [
+        W1Row(
+            runner=name,
+            startup=statistics.median(t.startup for t in runs),
+            teardown=statistics.median(t.teardown for t in runs),
+            violations=sum(t.violations for t in runs),
+            runs=len(runs),
+        )
+        for name, runs in timings.items()
+    ]
+    return W1Result(rows, report_total, report_path)
+
+
+def format_w1(backend: str, dag: Dag, result: W1Result) -> list[str]:
+    start_cp, start_path = critical_path(dag, dag.start)
+    stop_cp, _ = critical_path(dag, dag.stop)
+    edges = sum(len(d) for d in dag.dependencies)
+    runs = result.rows[0].runs
+    lines = [
+        f"[{backend}] W1 latency: {len(dag.names)} resources, {edges} dependencies, "
+        f"median of {runs} runs",
+        f"  start: critical path {start_cp * 1000:.1f} ms over "
+        f"{len(start_path)} resources, sum {sum(dag.start) * 1000:.1f} ms",
+        f"  stop:  critical path {stop_cp * 1000:.1f} ms, "
+        f"sum {sum(dag.stop) * 1000:.1f} ms",
+        f"  critical path: {' -> '.join(dag.names[i] for i in start_path)}",
+        "",
+        f"  {'runner':<24} {'startup ms':>10} {'/ cp':>6} "
+        f"{'teardown ms':>11} {'/ cp':>6} {'violations':>10}",
+    ]
+    lines.extend(
+        f"  {row.runner:<24} {row.startup * 1000:>10.1f} "
+        f"{row.startup / start_cp:>6.2f} {row.teardown * 1000:>11.1f} "
+        f"{row.teardown / stop_cp:>6.2f} {row.violations:>10d}"
+        for row in result.rows
+    )
+    concurrent = result.rows[0]
+    met = (
+        concurrent.startup / start_cp <= W1_TARGET
+        and concurrent.teardown / stop_cp <= W1_TARGET
+        and concurrent.violations == 0
+    )
+    same = [dag.names[i] for i in start_path] == list(result.report_path)
+    lines += [
+        "",
+        f"  target, lifespan_kit concurrent: both ratios <= {W1_TARGET:.2f} and "
+        f"0 violations: {'met' if met else 'NOT MET'}",
+        f"  lifespan_kit report (last run): total {result.report_total * 1000:.1f} "
+        f"ms, critical path {'matches' if same else 'differs from'} the computed one",
+    ]
+    if not same:
+        lines.append(f"    report path: {' -> '.join(result.report_path)}")
+    return lines
+
+
+# --- W2: per-resource overhead -----------------------------------------------
+
+
+async def _noop_resource() -> AsyncIterator[None]:
+    yield None
+
+
+_noop_context = contextlib.asynccontextmanager(_noop_resource)
+
+
+def _noop_lifespan(size: int, concurrency: int | None) -> Lifespan[ResourceMap]:
+    registry = Registry()
+    for index in range(size):
+        registry.add(f"r{index}", _noop_resource)
+    return registry.lifespan(concurrency=concurrency)
+
+
+async def _time_exit_stack(size: int, repeat: int) -> float:
+    began = time.perf_counter()
+    for _ in range(repeat):
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(size):
+                await stack.enter_async_context(_noop_context())
+    return time.perf_counter() - began
+
+
+async def _time_lifespan(lifespan: Lifespan[ResourceMap], repeat: int) -> float:
+    began = time.perf_counter()
+    for _ in range(repeat):
+        async with lifespan:
+            pass
+    return time.perf_counter() - began
+
+
+@dataclass(frozen=True)
+class W2Row:
+    """Median W2 figures for one N: seconds per resource and ratios."""
+
+    size: int
+    rounds: int
+    baseline: float
+    sequential: float
+    concurrent: float
+    sequential_ratio: float
+    concurrent_ratio: float
+
+
+async def w2_size(size: int, rounds: int) -> W2Row:
+    repeat = max(1, W2_WORK_PER_SAMPLE // size)
+    sequential = _noop_lifespan(size, 1)
+    concurrent = _noop_lifespan(size, None)
+    variants: list[Callable[[], Any]] = [
+        lambda: _time_exit_stack(size, repeat),
+        lambda: _time_lifespan(sequential, repeat),
+        lambda: _time_lifespan(concurrent, repeat),
+    ]
+    for variant in variants:  # warmup
+        await variant()
+    samples: list[list[float]] = [[] for _ in variants]
+    for round_ in range(rounds):
+        gc.collect()
+        # Rotate the order every round so no variant always runs first.
+        for offset in range(len(variants)):
+            position = (round_ + offset) % len(variants)
+            elapsed = await variants[position]()
+            samples[position].append(elapsed / (repeat * size))
+    base, seq, conc = samples
+    return W2Row(
+        size=size,
+        rounds=rounds,
+        baseline=statistics.median(base),
+        sequential=statistics.median(seq),
+        concurrent=statistics.median(conc),
+        sequential_ratio=statistics.median(s / b for s, b in zip(seq, base)),
+        concurrent_ratio=statistics.median(c / b for c, b in zip(conc, base)),
+    )
+
+
+async def w2(settings: Settings) -> list[W2Row]:
+    return [
+        await w2_size(size, settings.w2_rounds(size)) for size in settings.w2_sizes
+    ]
+
+
+def format_w2(backend: str, rows: list[W2Row]) -> list[str]:
+    lines = [
+        f"[{backend}] W2 overhead: independent no-op resources, start + stop, "
+        "against AsyncExitStack",
+        "  ratios are medians of per-round ratios; us/res are medians",
+        "",
+        f"  {'N':>6} {'rounds':>6} {'stack us/res':>12} {'seq us/res':>10} "
+        f"{'seq ratio':>9} {'conc us/res':>11} {'conc ratio':>10}",
+    ]
+    lines.extend(
+        f"  {row.size:>6d} {row.rounds:>6d} {row.baseline * 1e6:>12.2f} "
+        f"{row.sequential * 1e6:>10.2f} {row.sequential_ratio:>9.2f} "
+        f"{row.concurrent * 1e6:>11.2f} {row.concurrent_ratio:>10.2f}"
+        for row in rows
+    )
+    headline = next(row for row in rows if row.size == W2_HEADLINE_N)
+    lines.append("")
+    for mode, ratio, target in (
+        ("sequential", headline.sequential_ratio, W2_SEQUENTIAL_TARGET),
+        ("concurrent", headline.concurrent_ratio, W2_CONCURRENT_TARGET),
+    ):
+        verdict = "met" if ratio <= target else "NOT MET"
+        lines.append(
+            f"  target, N={W2_HEADLINE_N} {mode}: ratio {ratio:.2f} <= "
+            f"{target:.1f}: {verdict}"
+        )
+    return lines
+
+
+# --- driver --------------------------------------------------------------------
+
+
+async def run_backend(settings: Settings) -> tuple[W1Result, list[W2Row]]:
+    dag = make_dag(settings.seed)
+    return await w1(dag, settings), await w2(settings)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_lines() -> list[str]:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return [
+        "Machine",
+        f"  platform:     {platform.platform()}",
+        f"  cpu:          {_cpu_model()}, {os.cpu_count()} logical CPUs",
+        f"  python:       {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        f"  lifespan_kit: {_version('lifespan_kit')}",
+        f"  anyio:        {_version('anyio')}",
+        f"  trio:         {_version('trio')}",
+        f"  date:         {now:%Y-%m-%d %H:%M} UTC",
+    ]
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark lifespan_kit against hand-written baselines."
+    )
+    parser.add_argument(
+        "--backend", choices=(*BACKENDS, "all"), default="all", help="default: all"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions, no N=10000"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"seed of the W1 graph (default: {DEFAULT_SEED})",
+    )
+    arguments = parser.parse_args(argv)
+    needs_trio = arguments.backend in ("trio", "all")
+    if needs_trio and importlib.util.find_spec("trio") is None:
+        parser.error("trio is not installed; install it or pass --backend asyncio")
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    settings = Settings(seed=arguments.seed, quick=arguments.quick)
+    backends = BACKENDS if arguments.backend == "all" else (arguments.backend,)
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
+    print(f"lifespan_kit benchmark: {command}")
+    print(f"  seed {settings.seed}, {'quick' if settings.quick else 'full'} run")
+    dag = make_dag(settings.seed)
+    for backend in backends:
+        w1_result, w2_rows = anyio.run(run_backend, settings, backend=backend)
+        print()
+        print("\n".join(format_w1(backend, dag, w1_result)))
+        print()
+        print("\n".join(format_w2(backend, w2_rows)))
+        sys.stdout.flush()
+    print()
+    print("\n".join(machine_lines()))
+
+
+if __name__ == "__main__":
+    main()
