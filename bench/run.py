@@ -39,13 +39,13 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import anyio
 
-from lifespan_kit import Lifespan, Registry, ResourceMap
+from lifespan_kit import Lifespan, Registry, ResourceMap, StartupReport
 
 BACKENDS: Final = ("asyncio", "trio")
 DEFAULT_SEED: Final = 1
@@ -134,13 +134,11 @@ def critical_path(dag: Dag, durations: Sequence[float]) -> tuple[float, list[int
         before = max(dependencies, key=finish.__getitem__, default=None)
         previous.append(before)
         finish.append(durations[index] + (0.0 if before is None else finish[before]))
-    last: int | None = max(range(len(finish)), key=finish.__getitem__)
-    length = finish[last]
-    path: list[int] = []
-    while last is not None:
-        path.append(last)
-        last = previous[last]
-    return length, path[::-1]
+    last = max(range(len(finish)), key=finish.__getitem__)
+    path = [last]
+    while (before := previous[path[-1]]) is not None:
+        path.append(before)
+    return finish[last], path[::-1]
 
 
 def count_violations(dag: Dag, trace: Trace) -> int:
@@ -185,6 +183,9 @@ async def _sleeping_resource(
     trace.append(("stop_end", index))
 
 
+_sleeping_context = contextlib.asynccontextmanager(_sleeping_resource)
+
+
 def _sleeping_factory(
     dag: Dag, index: int, trace: Trace
 ) -> Callable[..., AsyncIterator[None]]:
@@ -212,8 +213,8 @@ class Timing:
 
 
 async def w1_lifespan_kit(
-    dag: Dag, concurrency: int | None
-) -> tuple[Timing, Lifespan[ResourceMap]]:
+    dag: Dag, concurrency: int | None, reports: list[StartupReport] | None = None
+) -> Timing:
     trace: Trace = []
     registry = Registry()
     for index, name in enumerate(dag.names):
@@ -226,8 +227,9 @@ async def w1_lifespan_kit(
             ready = time.perf_counter()
             leaving = time.perf_counter()
         ended = time.perf_counter()
-    timing = Timing(ready - began, ended - leaving, count_violations(dag, trace))
-    return timing, lifespan
+    if reports is not None:
+        reports.append(lifespan.report)
+    return Timing(ready - began, ended - leaving, count_violations(dag, trace))
 
 
 async def w1_exit_stack(dag: Dag) -> Timing:
@@ -236,9 +238,8 @@ async def w1_exit_stack(dag: Dag) -> Timing:
         began = time.perf_counter()
         async with contextlib.AsyncExitStack() as stack:
             for index in range(len(dag.names)):  # indexes are a topological order
-                resource = contextlib.asynccontextmanager(_sleeping_resource)
                 await stack.enter_async_context(
-                    resource(index, dag.start[index], dag.stop[index], trace)
+                    _sleeping_context(index, dag.start[index], dag.stop[index], trace)
                 )
             ready = time.perf_counter()
             leaving = time.perf_counter()
@@ -256,12 +257,11 @@ async def w1_ideal(dag: Dag) -> Timing:
     all_started = anyio.Event()
     release = anyio.Event()
     pending = [size]
-    resource = contextlib.asynccontextmanager(_sleeping_resource)
 
     async def host(index: int) -> None:
         for dependency in dag.dependencies[index]:
             await started[dependency].wait()
-        async with resource(index, dag.start[index], dag.stop[index], trace):
+        async with _sleeping_context(index, dag.start[index], dag.stop[index], trace):
             started[index].set()
             pending[0] -= 1
             if pending[0] == 0:
@@ -305,8 +305,9 @@ class W1Result:
 
 
 async def w1(dag: Dag, settings: Settings) -> W1Result:
-    runners: dict[str, Callable[[], Any]] = {
-        "lifespan_kit concurrent": lambda: w1_lifespan_kit(dag, None),
+    reports: list[StartupReport] = []
+    runners: dict[str, Callable[[], Awaitable[Timing]]] = {
+        "lifespan_kit concurrent": lambda: w1_lifespan_kit(dag, None, reports),
         "lifespan_kit sequential": lambda: w1_lifespan_kit(dag, 1),
         "ideal task group": lambda: w1_ideal(dag),
         "AsyncExitStack": lambda: w1_exit_stack(dag),
@@ -315,18 +316,9 @@ async def w1(dag: Dag, settings: Settings) -> W1Result:
     await w1_lifespan_kit(dag, None)
     await w1_ideal(dag)
     timings: dict[str, list[Timing]] = {name: [] for name in runners}
-    report_total, report_path = 0.0, ()
     for _ in range(settings.w1_runs):
         for name, runner in runners.items():
-            outcome = await runner()
-            if isinstance(outcome, tuple):
-                timing, lifespan = outcome
-                if name == "lifespan_kit concurrent":
-                    report = lifespan.report
-                    report_total, report_path = report.total, report.critical_path
-            else:
-                timing = outcome
-            timings[name].append(timing)
+            timings[name].append(await runner())
     rows = [
         W1Row(
             runner=name,
@@ -337,7 +329,7 @@ async def w1(dag: Dag, settings: Settings) -> W1Result:
         )
         for name, runs in timings.items()
     ]
-    return W1Result(rows, report_total, report_path)
+    return W1Result(rows, reports[-1].total, reports[-1].critical_path)
 
 
 def format_w1(backend: str, dag: Dag, result: W1Result) -> list[str]:
@@ -433,7 +425,7 @@ async def w2_size(size: int, rounds: int) -> W2Row:
     repeat = max(1, W2_WORK_PER_SAMPLE // size)
     sequential = _noop_lifespan(size, 1)
     concurrent = _noop_lifespan(size, None)
-    variants: list[Callable[[], Any]] = [
+    variants: list[Callable[[], Awaitable[float]]] = [
         lambda: _time_exit_stack(size, repeat),
         lambda: _time_lifespan(sequential, repeat),
         lambda: _time_lifespan(concurrent, repeat),
@@ -455,15 +447,17 @@ async def w2_size(size: int, rounds: int) -> W2Row:
         baseline=statistics.median(base),
         sequential=statistics.median(seq),
         concurrent=statistics.median(conc),
-        sequential_ratio=statistics.median(s / b for s, b in zip(seq, base)),
-        concurrent_ratio=statistics.median(c / b for c, b in zip(conc, base)),
+        sequential_ratio=statistics.median(
+            s / b for s, b in zip(seq, base, strict=True)
+        ),
+        concurrent_ratio=statistics.median(
+            c / b for c, b in zip(conc, base, strict=True)
+        ),
     )
 
 
 async def w2(settings: Settings) -> list[W2Row]:
-    return [
-        await w2_size(size, settings.w2_rounds(size)) for size in settings.w2_sizes
-    ]
+    return [await w2_size(size, settings.w2_rounds(size)) for size in settings.w2_sizes]
 
 
 def format_w2(backend: str, rows: list[W2Row]) -> list[str]:
@@ -511,11 +505,13 @@ def _version(distribution: str) -> str:
 
 
 def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with (
+        contextlib.suppress(OSError),
+        open("/proc/cpuinfo", encoding="utf-8") as cpuinfo,
+    ):
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 

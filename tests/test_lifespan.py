@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import sys
@@ -12,6 +11,7 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from lifespan_kit import Bundle, Registry, ResourceEvent
@@ -21,8 +21,8 @@ from lifespan_kit.errors import (
     DependencyTypeError,
     InvalidFactoryError,
     MultipleYieldError,
-    NoYieldError,
     NotRunningError,
+    NoYieldError,
     ShutdownError,
     StartTimeoutError,
     StartupError,
@@ -192,7 +192,7 @@ async def test_resource_is_created_once_for_many_dependents() -> None:
     async def shared() -> AsyncIterator[object]:
         nonlocal calls
         calls += 1
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         yield object()
 
     registry.add("shared", shared)
@@ -212,7 +212,7 @@ async def test_resource_is_created_once_for_many_dependents() -> None:
 async def test_every_factory_kind_provides_its_value(
     kind: str, concurrency: int | None
 ) -> None:
-    """Each accepted factory form yields its value, and teardown runs where it has one."""
+    """Each factory form yields its value; teardown runs where it has one."""
     events: list[str] = []
     registry = Registry()
 
@@ -233,7 +233,7 @@ async def test_every_factory_kind_provides_its_value(
             events.append("teardown")
 
     async def coroutine() -> str:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return "value"
 
     def generator() -> Iterator[str]:
@@ -259,7 +259,7 @@ async def test_every_factory_kind_provides_its_value(
 
 
 async def test_asynccontextmanager_factory_is_entered_and_exited() -> None:
-    """A function decorated with @asynccontextmanager is an async context manager factory."""
+    """An @asynccontextmanager function is an async context manager factory."""
     events: list[str] = []
     registry = Registry()
 
@@ -362,7 +362,7 @@ async def test_partial_startup_failure_stops_what_started(
 async def test_bare_yield_teardown_runs_after_a_sibling_fails(
     concurrency: int | None,
 ) -> None:
-    """A sibling's failure is never thrown into a generator: code after a bare yield runs."""
+    """A sibling's failure is never thrown in: code after a bare yield runs."""
     events: list[str] = []
     registry = Registry()
 
@@ -462,7 +462,7 @@ async def test_hanging_teardown_is_cut_by_stop_timeout(concurrency: int | None) 
 async def test_start_timeout_names_the_resource_and_elapsed_time(
     concurrency: int | None,
 ) -> None:
-    """A start that exceeds start_timeout fails with the resource and the time it ran."""
+    """A start past start_timeout fails naming the resource and the time it ran."""
     recorder = Recorder()
     registry = Registry()
     registry.add("fine", recorder.generator("fine"))
@@ -534,7 +534,7 @@ async def test_caller_cancelled_during_body_still_tears_down(
 async def test_caller_cancelled_during_startup_stops_what_started(
     concurrency: int | None,
 ) -> None:
-    """Cancelling the caller mid-startup stops the started resources and aborts the rest."""
+    """Cancelling the caller mid-startup stops what started and aborts the rest."""
     recorder = Recorder()
     started = anyio.Event()
     registry = Registry()
@@ -634,7 +634,7 @@ async def test_generator_that_does_not_yield_fails_startup(
 async def test_generator_that_yields_twice_is_closed_and_reported(
     is_async: bool,
 ) -> None:
-    """A generator factory that yields again is closed there and reported at shutdown."""
+    """A generator that yields again is closed there and reported at shutdown."""
     events: list[str] = []
     registry = Registry()
 
@@ -676,7 +676,7 @@ async def test_callable_returning_an_awaitable_is_rejected() -> None:
 
 
 async def test_dependency_with_the_wrong_type_is_named() -> None:
-    """A parameter annotation that the dependency's value does not match fails startup."""
+    """A dependency whose value does not match the annotation fails startup."""
     registry = Registry()
     registry.add("port", "8080")
 
@@ -800,7 +800,7 @@ async def test_health_reports_each_checked_resource() -> None:
     registry = Registry(health_timeout=0.05)
 
     async def healthy(value: object) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     def raises(value: object) -> None:
         raise ConnectionError("gone")
@@ -921,7 +921,6 @@ async def test_lifespan_dropped_while_running_warns() -> None:
     await lifespan.__aenter__()
     with pytest.warns(ResourceWarning, match="never stopped"):
         del lifespan
-        gc.collect()
 
 
 async def test_lifespan_repr_shows_state_and_resources() -> None:
