@@ -96,8 +96,8 @@ def _bundle_error(
 
 def _describe(bundle: object) -> str:
     if isinstance(bundle, type):
-        return f"the class {bundle.__qualname__}"
-    return f"a {type(bundle).__qualname__} instance"
+        return f"the class {bundle.__name__}"
+    return f"an instance of {type(bundle).__name__}"
 
 
 class ResourceMap(Mapping[str, object]):

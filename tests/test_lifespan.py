@@ -45,7 +45,7 @@ def chain_registry(recorder: Recorder) -> Registry:
 
 
 async def test_sequential_mode_starts_in_order_and_stops_in_reverse() -> None:
-    """concurrency=1 starts in topological order, ties by registration, then reverses."""
+    """concurrency=1 starts in dependency order, ties as registered, then reverses."""
     recorder = Recorder()
     async with chain_registry(recorder).lifespan(concurrency=1):
         recorder.events.append("body")
