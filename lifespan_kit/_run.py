@@ -129,12 +129,11 @@ class ConcurrentRun:
         self._to_stop = 0
         self._settled = anyio.Event()
         self._all_stopped = anyio.Event()
-        self._tg: TaskGroup | None = None
+        self._tg: TaskGroup = anyio.create_task_group()
 
     async def start(self) -> dict[str, object]:
         """Start every resource; on failure stop those started and raise."""
-        tg = self._tg = anyio.create_task_group()
-        await tg.__aenter__()
+        await self._tg.__aenter__()
         self._dispatch()
         self._check_settled()
         try:
@@ -158,7 +157,6 @@ class ConcurrentRun:
 
     def _dispatch(self) -> None:
         tg = self._tg
-        assert tg is not None
         runnable = self._runnable
         while runnable and self._running < self._limit and not self._is_failing:
             position = heapq.heappop(runnable)
@@ -261,7 +259,5 @@ class ConcurrentRun:
 
     async def close(self) -> None:
         """Exit the task group once every host has finished its teardown."""
-        tg, self._tg = self._tg, None
-        if tg is not None:
-            tg.cancel_scope.shield = True
-            await tg.__aexit__(None, None, None)
+        self._tg.cancel_scope.shield = True
+        await self._tg.__aexit__(None, None, None)

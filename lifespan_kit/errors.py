@@ -266,9 +266,6 @@ class DependencyCycleError(DefinitionError, ValueError):
     def summary(self) -> str:  # noqa: D102
         return f"Resource '{self.resource_name}' depends on itself through a cycle."
 
-    def details(self) -> list[tuple[str, str]]:  # noqa: D102
-        return [("cycle", " -> ".join(self.cycle))]
-
     def __str__(self) -> str:
         # The cycle is the dependency path; print it once, as "cycle".
         lines = [self.summary(), f"  cycle: {' -> '.join(self.cycle)}"]

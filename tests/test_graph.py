@@ -160,6 +160,7 @@ def test_plans_are_cached_until_the_registry_changes() -> None:
     registry = Registry()
     registry.add("db", 1)
     assert registry.check() == ("db",)
+    assert registry.check() == ("db",)
     registry.add("cache", 2)
     assert registry.check() == ("db", "cache")
 

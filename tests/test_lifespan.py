@@ -602,8 +602,9 @@ async def test_every_failed_start_is_reported_in_a_group() -> None:
     assert "2 resource(s) failed to start" in str(info.value)
 
 
+@pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
 async def test_generator_that_does_not_yield_fails_startup(
-    concurrency: int | None,
+    is_async: bool, concurrency: int | None
 ) -> None:
     """A generator factory that returns without yielding is a NoYieldError."""
     registry = Registry()
@@ -616,18 +617,12 @@ async def test_generator_that_does_not_yield_fails_startup(
         return
         yield  # pragma: no cover
 
-    registry.add("empty", empty)
-    registry.add("sync_empty", sync_empty)
-    with pytest.raises((NoYieldError, ExceptionGroup)) as info:
+    registry.add("empty", empty if is_async else sync_empty)
+    with pytest.raises(NoYieldError, match="returned without yielding") as info:
         async with registry.lifespan(concurrency=concurrency):
             pass  # pragma: no cover
-    errors = (
-        info.value.exceptions
-        if isinstance(info.value, ExceptionGroup)
-        else (info.value,)
-    )
-    assert all(isinstance(e, NoYieldError) for e in errors)
-    assert errors[0].code == "no-yield"  # type: ignore[union-attr]
+    assert info.value.code == "no-yield"
+    assert info.value.resource_name == "empty"
 
 
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
@@ -930,3 +925,104 @@ async def test_lifespan_repr_shows_state_and_resources() -> None:
     lifespan = registry.lifespan()
     assert repr(lifespan) == "<Lifespan idle resources=['db']>"
     assert lifespan.resource_names == ("db",)
+
+
+async def test_unlimited_start_timeout_sets_no_deadline() -> None:
+    """math.inf as start_timeout lets a start take as long as it needs."""
+    registry = Registry(start_timeout=math.inf)
+    registry.add("slow", Recorder().generator("slow", delay=0.01))
+    async with registry.lifespan() as resources:
+        assert resources["slow"] == "slow"
+
+
+async def test_callable_returning_a_non_coroutine_awaitable_is_rejected() -> None:
+    """A plain function returning any awaitable is told to use async def."""
+
+    class Pending:
+        def __await__(self) -> Iterator[None]:
+            yield None  # pragma: no cover
+
+    registry = Registry()
+    registry.add("pending", Pending)
+    with pytest.raises(InvalidFactoryError, match="async def"):
+        async with registry.lifespan():
+            pass  # pragma: no cover
+
+
+class Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt inside a teardown."""
+
+
+async def test_base_exception_in_teardown_propagates_after_the_rest() -> None:
+    """A non-Exception raised by a teardown is not turned into a ShutdownError."""
+    recorder = Recorder()
+    registry = Registry()
+    registry.add("first", recorder.generator("first"))
+    registry.add("second", recorder.generator("second", fail_stop=Interrupt()))
+    with pytest.raises(Interrupt):
+        async with registry.lifespan(concurrency=1):
+            pass
+    assert recorder.events[-2:] == ["stop second", "stop first"]
+
+
+async def test_teardown_failure_during_cancellation_is_logged(
+    caplog: pytest.LogCaptureFixture, concurrency: int | None
+) -> None:
+    """When the caller is cancelled, teardown failures are logged, not lost."""
+    registry = Registry()
+    registry.add("db", Recorder().generator("db", fail_stop=OSError("x")))
+    with caplog.at_level(logging.WARNING, logger="lifespan_kit"):
+        with anyio.move_on_after(5) as outer:
+            async with registry.lifespan(concurrency=concurrency):
+                outer.cancel()
+                await anyio.sleep_forever()
+    assert outer.cancelled_caught
+    assert "Resource 'db' failed during shutdown." in caplog.text
+
+
+async def test_cancellation_while_aborting_a_failed_start_logs_the_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A caller cancelled while a failed startup unwinds still logs the failure."""
+    aborting, release = anyio.Event(), anyio.Event()
+    registry = Registry()
+
+    async def slow_to_abort() -> AsyncIterator[None]:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            aborting.set()
+            with anyio.CancelScope(shield=True):
+                await release.wait()
+        yield  # pragma: no cover
+
+    registry.add("slow", slow_to_abort)
+    registry.add("bad", Recorder().generator("bad", delay=0.01, fail_start=OSError()))
+    with caplog.at_level(logging.WARNING, logger="lifespan_kit"), anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                async with registry.lifespan():
+                    pass  # pragma: no cover
+
+            tg.start_soon(run)
+            await aborting.wait()
+            tg.cancel_scope.cancel()
+            release.set()
+    assert "Resource 'bad' failed during startup." in caplog.text
+
+
+async def test_starts_not_yet_begun_are_skipped_after_a_failure() -> None:
+    """After a failure, resources whose start has not begun are never started."""
+    recorder = Recorder()
+    registry = Registry()
+    registry.add("bad", recorder.generator("bad", fail_start=OSError()))
+    for index in range(5):
+        registry.add(f"later{index}", recorder.generator(f"later{index}"))
+    with pytest.raises(StartupError):
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    started = {e.split()[1] for e in recorder.events if e.startswith("start")}
+    stopped = {e.split()[1] for e in recorder.events if e.startswith("stop")}
+    assert stopped == started - {"bad"}
+    assert len(started) < 6

@@ -167,6 +167,15 @@ def test_duplicate_name_shows_both_definitions() -> None:
     assert "Resource 'db' is registered twice." in str(error)
 
 
+def test_duplicate_builtin_factory_is_described_without_a_file() -> None:
+    """A builtin factory has no source file; the error still names it."""
+    registry = Registry()
+    registry.add("numbers", dict)
+    with pytest.raises(DuplicateResourceError) as info:
+        registry.add("numbers", list)
+    assert (info.value.first, info.value.second) == ("builtins.dict", "builtins.list")
+
+
 def test_invalid_names_are_rejected() -> None:
     """A name must be a Python identifier, so it can be a parameter name."""
     registry = Registry()
@@ -316,6 +325,19 @@ async def test_resource_map_is_typed_by_handle_and_suggests_names() -> None:
         assert repr(resources) == "ResourceMap(['db'])"
         with pytest.raises(UnknownResourceError, match="did you mean: 'db'"):
             resources["dbb"]
+
+
+async def test_real_numbers_satisfy_a_complex_annotation() -> None:
+    """The numeric tower applies to complex too, but a bool is no number here."""
+    registry = Registry()
+    registry.add("real", 2.5)
+
+    def widened(real: complex) -> complex:
+        return real * 1j
+
+    registry.add("widened", widened)
+    async with registry.lifespan() as resources:
+        assert resources["widened"] == 2.5j
 
 
 async def test_annotations_that_cannot_resolve_skip_the_type_check() -> None:
