@@ -1012,7 +1012,9 @@ async def test_cancellation_while_aborting_a_failed_start_logs_the_failure(
     assert "Resource 'bad' failed during startup." in caplog.text
 
 
-async def test_starts_not_yet_begun_are_skipped_after_a_failure() -> None:
+async def test_starts_not_yet_begun_are_skipped_after_a_failure(
+    anyio_backend: str,
+) -> None:
     """After a failure, resources whose start has not begun are never started."""
     recorder = Recorder()
     registry = Registry()
@@ -1025,4 +1027,7 @@ async def test_starts_not_yet_begun_are_skipped_after_a_failure() -> None:
     started = {e.split()[1] for e in recorder.events if e.startswith("start")}
     stopped = {e.split()[1] for e in recorder.events if e.startswith("stop")}
     assert stopped == started - {"bad"}
-    assert len(started) < 6
+    if anyio_backend == "asyncio":
+        # asyncio runs new tasks in spawn order, so none of the others began;
+        # trio shuffles its run queue, so some may have started (and stopped).
+        assert started == {"bad"}
