@@ -1,0 +1,5 @@
+"""Examples run on both backends, like the tests."""
+
+from tests.conftest import anyio_backend
+
+__all__ = ["anyio_backend"]

@@ -1,0 +1,92 @@
+"""Project tasks that need nothing but Python: demo, test, lint, bench.
+
+Usage:
+    python3 tasks.py demo    run the example on its embedded defaults
+    python3 tasks.py test    run the whole test suite with branch coverage
+    python3 tasks.py lint    ruff, mypy strict, pyright strict and verifytypes
+    python3 tasks.py bench   run the benchmarks in bench/
+
+Each task creates ``.venv`` on first use (or when pyproject.toml changes) and
+installs the project with the dependency groups it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    """Run a command from the project root; exit with its status if it fails."""
+    printable = " ".join(str(a) for a in args)
+    print(f"+ {printable}", flush=True)
+    result = subprocess.run([str(a) for a in args], cwd=ROOT, env=env, check=False)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
+
+
+def ensure_venv(group: str) -> None:
+    """Create .venv and install the project with `group`, unless already done."""
+    pyproject = (ROOT / "pyproject.toml").read_bytes()
+    stamp = hashlib.sha256(pyproject + group.encode()).hexdigest()
+    stamp_file = VENV / f".installed-{group}"
+    if stamp_file.exists() and stamp_file.read_text() == stamp:
+        return
+    if not PYTHON.exists():
+        print(f"+ creating {VENV.name}", flush=True)
+        venv.create(VENV, with_pip=True)
+    pip = (PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
+    run(*pip, "--upgrade", "pip>=25.1")
+    run(*pip, "--group", group, "--editable", ".")
+    stamp_file.write_text(stamp)
+
+
+def demo() -> None:
+    """Run the example service on its embedded defaults."""
+    ensure_venv("test")
+    run(PYTHON, ROOT / "examples" / "quickstart" / "app.py")
+
+
+def test() -> None:
+    """Run every test on asyncio and trio, under branch coverage (100% required)."""
+    ensure_venv("test")
+    for leftover in ROOT.glob(".coverage*"):
+        leftover.unlink()
+    run(PYTHON, "-m", "coverage", "run", "-m", "pytest", *sys.argv[2:])
+    run(PYTHON, "-m", "coverage", "combine", "--quiet")
+    run(PYTHON, "-m", "coverage", "report")
+
+
+def lint() -> None:
+    """Check formatting, lint, and strict typing of the package and its tests."""
+    ensure_venv("dev")
+    run(BIN / "ruff", "format", "--check", ".")
+    run(BIN / "ruff", "check", ".")
+    run(BIN / "mypy", "lifespan_kit", "tests", "typing_tests", "examples", "bench")
+    pyright = (BIN / "pyright", "--pythonpath", PYTHON)
+    run(*pyright)
+    run(*pyright, "--verifytypes", "lifespan_kit", "--ignoreexternal")
+
+
+def bench() -> None:
+    """Run the benchmarks and print their tables."""
+    ensure_venv("test")
+    run(PYTHON, ROOT / "bench" / "run.py", *sys.argv[2:])
+
+
+TASKS = {"demo": demo, "test": test, "lint": lint, "bench": bench}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
+        print(__doc__)
+        sys.exit(2)
+    TASKS[sys.argv[1]]()

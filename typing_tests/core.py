@@ -1,0 +1,352 @@
+"""Types of the core API: `lifespan_kit` and the `Registry` it exports.
+
+Checked by mypy and pyright in strict mode; never executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Literal
+
+from typing_extensions import Self, assert_type
+
+from lifespan_kit import (
+    Bundle,
+    EventKind,
+    HealthReport,
+    Lifespan,
+    Listener,
+    Registry,
+    Resource,
+    ResourceEvent,
+    ResourceHealth,
+    ResourceMap,
+    ResourceTiming,
+    StartupReport,
+)
+
+
+class Settings:
+    database_url = "postgresql://localhost/app"
+
+
+class Database:
+    async def execute(self, query: str) -> None: ...
+
+
+class Connection:
+    pass
+
+
+class Client:
+    """Enters as itself, like `httpx.AsyncClient`."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class Pool:
+    """Enters as something else: the value is what `__aenter__` returns."""
+
+    async def __aenter__(self) -> Connection:
+        return Connection()
+
+    async def __aexit__(self, *exc_info: object) -> bool:
+        return False
+
+
+def check_database(db: Database) -> bool:
+    return True
+
+
+async def ping_database(db: Database) -> None:
+    await db.execute("select 1")
+
+
+registry = Registry(start_timeout=10, stop_timeout=2, health_timeout=1)
+
+
+# --- Registry.resource, bare ---------------------------------------------------
+
+
+@registry.resource
+async def settings() -> AsyncIterator[Settings]:
+    yield Settings()
+
+
+assert_type(settings, Resource[Settings])
+
+
+@registry.resource
+async def db(settings: Settings) -> AsyncGenerator[Database, None]:
+    yield Database()
+
+
+assert_type(db, Resource[Database])
+
+
+@registry.resource
+def client() -> Client:
+    return Client()
+
+
+assert_type(client, Resource[Client])
+
+
+@registry.resource
+def connection() -> Pool:
+    return Pool()
+
+
+assert_type(connection, Resource[Connection])
+
+
+@registry.resource
+@asynccontextmanager
+async def session(db: Database) -> AsyncGenerator[Connection, None]:
+    yield Connection()
+
+
+assert_type(session, Resource[Connection])
+
+
+@registry.resource
+async def migrations(db: Database) -> int:
+    return 3
+
+
+assert_type(migrations, Resource[int])
+
+
+@registry.resource
+def workers() -> Iterator[list[str]]:
+    yield ["worker-1"]
+
+
+assert_type(workers, Resource[list[str]])
+
+
+@registry.resource
+def scratch() -> Generator[bytearray, None, None]:
+    yield bytearray()
+
+
+assert_type(scratch, Resource[bytearray])
+
+
+@registry.resource
+def port() -> int:
+    return 8000
+
+
+assert_type(port, Resource[int])
+
+
+# --- Registry.resource, with options --------------------------------------------
+
+
+@registry.resource(stop_timeout=1)
+async def opt_database() -> AsyncIterator[Database]:
+    yield Database()
+
+
+assert_type(opt_database, Resource[Database])
+
+
+@registry.resource(stop_timeout=1, name="opt_client")
+def make_client() -> Client:
+    return Client()
+
+
+assert_type(make_client, Resource[Client])
+
+
+@registry.resource(stop_timeout=1)
+def opt_connection() -> Pool:
+    return Pool()
+
+
+assert_type(opt_connection, Resource[Connection])
+
+
+@registry.resource(stop_timeout=1, depends={"cfg": "settings"})
+async def opt_url(cfg: Settings) -> str:
+    return cfg.database_url
+
+
+assert_type(opt_url, Resource[str])
+
+
+@registry.resource(start_timeout=5, stop_timeout=1, health_timeout=0.5)
+def opt_workers() -> Iterator[list[str]]:
+    yield ["worker-1"]
+
+
+assert_type(opt_workers, Resource[list[str]])
+
+
+@registry.resource(stop_timeout=1, health=lambda value: value is not None)
+def opt_port() -> int:
+    return 8000
+
+
+assert_type(opt_port, Resource[int])
+
+
+# --- Registry.add -----------------------------------------------------------------
+
+
+async def open_database() -> AsyncIterator[Database]:
+    yield Database()
+
+
+async def load_settings() -> Settings:
+    return Settings()
+
+
+def iter_workers() -> Iterator[list[str]]:
+    yield ["worker-1"]
+
+
+def read_port() -> int:
+    return 8000
+
+
+assert_type(registry.add("add_database", open_database), Resource[Database])
+assert_type(registry.add("add_client", Client), Resource[Client])
+assert_type(registry.add("add_connection", Pool), Resource[Connection])
+assert_type(registry.add("add_settings", load_settings), Resource[Settings])
+assert_type(registry.add("add_workers", iter_workers), Resource[list[str]])
+assert_type(registry.add("add_port", read_port), Resource[int])
+assert_type(registry.add("answer", 42), Resource[int])
+assert_type(registry.add("greeting", "hello"), Resource[str])
+
+assert_type(
+    registry.add("opt_add_database", open_database, stop_timeout=1),
+    Resource[Database],
+)
+assert_type(
+    registry.add("opt_add_client", Client, start_timeout=1, stop_timeout=1),
+    Resource[Client],
+)
+assert_type(registry.add("opt_add_connection", Pool, stop_timeout=1), Resource[Connection])
+assert_type(
+    registry.add("opt_add_settings", load_settings, health_timeout=1),
+    Resource[Settings],
+)
+assert_type(
+    registry.add("opt_add_workers", iter_workers, stop_timeout=1),
+    Resource[list[str]],
+)
+assert_type(
+    registry.add("opt_add_port", read_port, depends={}, stop_timeout=1),
+    Resource[int],
+)
+
+# A health check receives the resource's value, typed.
+assert_type(
+    registry.add("checked_database", open_database, health=check_database),
+    Resource[Database],
+)
+assert_type(
+    registry.add("pinged_database", open_database, health=ping_database),
+    Resource[Database],
+)
+assert_type(registry.add("checked_answer", 42, health=lambda n: n > 0), Resource[int])
+
+# --- Registry -------------------------------------------------------------------
+
+assert_type(registry["db"], Resource[object])
+assert_type("db" in registry, bool)
+assert_type(len(registry), int)
+assert_type(list(registry), list[Resource[object]])
+assert_type(registry.override(db=Database()), Registry)
+assert_type(registry.override(db=open_database, port=8080), Registry)
+assert_type(registry.check(), tuple[str, ...])
+registry.include(Registry())
+
+# A handle is covariant in its value: a Resource[Database] is a Resource[object].
+anything: Resource[object] = db
+assert_type(db.name, str)
+
+
+# --- Bundles and lifespans ------------------------------------------------------
+
+
+class Resources(Bundle):
+    db: Database
+    port: int
+
+
+assert_type(registry.lifespan(Resources), Lifespan[Resources])
+assert_type(registry.lifespan(), Lifespan[ResourceMap])
+assert_type(registry.lifespan(Resources, concurrency=1), Lifespan[Resources])
+assert_type(registry.lifespan(concurrency=4, listeners=[print]), Lifespan[ResourceMap])
+assert_type(registry.check(Resources), tuple[str, ...])
+
+
+async def use_bundle() -> None:
+    async with registry.lifespan(Resources) as resources:
+        assert_type(resources, Resources)
+        assert_type(resources.db, Database)
+        assert_type(resources.port, int)
+
+
+async def use_resource_map() -> None:
+    lifespan = registry.lifespan()
+    async with lifespan as resources:
+        assert_type(resources, ResourceMap)
+        assert_type(resources[db], Database)
+        assert_type(resources[port], int)
+        assert_type(resources[session], Connection)
+        assert_type(resources["db"], object)
+        assert_type(lifespan.resources, ResourceMap)
+        assert_type(lifespan.report, StartupReport)
+        assert_type(await lifespan.health(), HealthReport)
+        assert_type(lifespan.is_running, bool)
+        assert_type(lifespan.resource_names, tuple[str, ...])
+
+
+# --- Reports and events ---------------------------------------------------------
+
+
+def read_report(report: StartupReport) -> None:
+    assert_type(report.timings, Mapping[str, ResourceTiming])
+    assert_type(report.total, float)
+    assert_type(report.critical_path, tuple[str, ...])
+    timing = report.timings["db"]
+    assert_type(timing.resource_name, str)
+    assert_type(timing.began, float)
+    assert_type(timing.duration, float)
+    assert_type(timing.ended, float)
+
+
+def read_health(report: HealthReport) -> None:
+    assert_type(report.is_healthy, bool)
+    assert_type(report.resources, dict[str, ResourceHealth])
+    outcome = report.resources["db"]
+    assert_type(outcome.status, Literal["healthy", "unhealthy"])
+    assert_type(outcome.duration, float)
+    assert_type(outcome.error, str | None)
+
+
+def on_event(event: ResourceEvent) -> None:
+    assert_type(event.resource_name, str)
+    assert_type(event.kind, EventKind)
+    assert_type(event.duration, float | None)
+    assert_type(event.error, BaseException | None)
+
+
+listener: Listener = on_event
+registry.add_listener(on_event)
+registry.add_listener(lambda event: None)
