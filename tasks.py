@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -25,11 +26,11 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
-    """Run a command from the project root; exit with its status if it fails."""
+def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+    """Run a command (from the project root by default); exit if it fails."""
     printable = " ".join(str(a) for a in args)
     print(f"+ {printable}", flush=True)
-    result = subprocess.run([str(a) for a in args], cwd=ROOT, env=env, check=False)
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, check=False)
     if result.returncode != 0:
         sys.exit(result.returncode)
 
@@ -74,7 +75,29 @@ def lint() -> None:
     run(BIN / "mypy", "lifespan_kit", "tests", "typing_tests", "examples", "bench")
     pyright = (BIN / "pyright", "--pythonpath", PYTHON)
     run(*pyright)
-    run(*pyright, "--verifytypes", "lifespan_kit", "--ignoreexternal")
+    # verifytypes needs an installed (not editable) copy of the package.
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "site"
+        run(
+            PYTHON,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            target,
+            ".",
+        )
+        env = {**os.environ, "PYTHONPATH": str(target)}
+        run(
+            *pyright,
+            "--verifytypes",
+            "lifespan_kit",
+            "--ignoreexternal",
+            env=env,
+            cwd=Path(scratch),
+        )
 
 
 def bench() -> None:

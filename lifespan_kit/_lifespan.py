@@ -30,12 +30,12 @@ from lifespan_kit.errors import AlreadyRunningError, NotRunningError, ShutdownEr
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import ExceptionGroup
 
-ResultT = TypeVar("ResultT")
+ResultT_co = TypeVar("ResultT_co", covariant=True)
 State = Literal["idle", "starting", "running", "stopping"]
 
 
 @final
-class Lifespan(Generic[ResultT]):
+class Lifespan(Generic[ResultT_co]):
     """Start a set of resources on entry and stop them, in reverse, on exit.
 
     Get one from [Registry.lifespan][lifespan_kit.Registry.lifespan]; entering
@@ -57,7 +57,7 @@ class Lifespan(Generic[ResultT]):
         self,
         plan: Plan,
         *,
-        build: Callable[[Mapping[str, object]], ResultT],
+        build: Callable[[Mapping[str, object]], ResultT_co],
         concurrency: float,
         defaults: Timeouts,
         listeners: Sequence[Listener],
@@ -109,7 +109,7 @@ class Lifespan(Generic[ResultT]):
             [instance.start_duration for instance in instances],
         )
 
-    async def __aenter__(self) -> ResultT:
+    async def __aenter__(self) -> ResultT_co:
         if self._state != "idle":
             raise AlreadyRunningError
         self._state = "starting"
@@ -121,7 +121,7 @@ class Lifespan(Generic[ResultT]):
         self._state = "running"
         return result
 
-    async def _start(self) -> ResultT:
+    async def _start(self) -> ResultT_co:
         monitor = Monitor(self._listeners)
         instances = [
             self._instance(position, monitor)

@@ -10,7 +10,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Final, TypeVar, cast, overload
+from typing import Final, NoReturn, TypeVar, cast, overload
 
 from lifespan_kit._bundle import (
     Bundle,
@@ -31,6 +31,9 @@ from lifespan_kit.errors import (
 )
 
 BundleT = TypeVar("BundleT", bound=Bundle)
+
+AnyHealthCheck = Callable[[NoReturn], Awaitable[object] | object]
+"""A health check for a value whose type the decorator does not know yet."""
 
 _ROOTS_ALL: Final = None
 
@@ -130,7 +133,7 @@ class Registry:
         start_timeout: float | None = None,
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
-        health: HealthCheck[object] | None = None,
+        health: AnyHealthCheck | None = None,
     ) -> _Decorator: ...
     def resource(
         self,
@@ -142,7 +145,7 @@ class Registry:
         start_timeout: float | None = None,
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
-        health: HealthCheck[object] | None = None,
+        health: AnyHealthCheck | None = None,
     ) -> Resource[object] | _Decorator:
         """Register a factory as a resource; use bare or with options.
 
@@ -179,8 +182,10 @@ class Registry:
                     yield database
             ```
         """
+        # The check receives the value the decorated factory produces.
+        check = cast("HealthCheck[object] | None", health)
         options = _Options(
-            name, depends, start_timeout, stop_timeout, health_timeout, health
+            name, depends, start_timeout, stop_timeout, health_timeout, check
         )
         if factory is None:
             return _Decorator(lambda f: self._register_factory(f, options))

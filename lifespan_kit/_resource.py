@@ -62,12 +62,12 @@ class Resource(Generic[ValueT_co]):
         timeouts: Timeouts,
         health_check: HealthCheck[object] | None,
     ) -> None:
-        self.name = name
-        self.factory = factory
+        self.name: str = name
+        self.factory: object = factory
         self.kind: FactoryKind = kind
-        self.dependencies = dependencies
-        self.timeouts = timeouts
-        self.health_check = health_check
+        self.dependencies: tuple[Dependency, ...] = dependencies
+        self.timeouts: Timeouts = timeouts
+        self.health_check: HealthCheck[object] | None = health_check
         self._annotations: Mapping[str, type] | None = None
 
     def __repr__(self) -> str:

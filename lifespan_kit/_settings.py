@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Final
+from typing import Annotated, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,7 +22,7 @@ class Timeouts(BaseModel):
     Use `math.inf` for no limit.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    model_config: ClassVar[ConfigDict] = ConfigDict(frozen=True, extra="forbid")
 
     start_timeout: Seconds | None = None
     stop_timeout: Seconds | None = None

@@ -128,8 +128,8 @@ class LifespanKitError(Exception):
         dependency_path: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource_name)
-        self.resource_name = resource_name
-        self.dependency_path = dependency_path or (
+        self.resource_name: str | None = resource_name
+        self.dependency_path: tuple[str, ...] = dependency_path or (
             (resource_name,) if resource_name is not None else ()
         )
 
@@ -180,8 +180,8 @@ class DuplicateResourceError(DefinitionError, ValueError):
 
     def __init__(self, resource_name: str, *, first: str, second: str) -> None:
         super().__init__(resource_name)
-        self.first = first
-        self.second = second
+        self.first: str = first
+        self.second: str = second
 
     def summary(self) -> str:  # noqa: D102
         return f"Resource '{self.resource_name}' is registered twice."
@@ -219,10 +219,10 @@ class MissingDependencyError(DefinitionError, LookupError):
         available: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource_name, dependency_path=dependency_path)
-        self.dependency_name = dependency_name
-        self.parameter = parameter
-        self.suggestions = suggestions
-        self.available = available
+        self.dependency_name: str = dependency_name
+        self.parameter: str = parameter
+        self.suggestions: tuple[str, ...] = suggestions
+        self.available: tuple[str, ...] = available
 
     def summary(self) -> str:  # noqa: D102
         via = (
@@ -261,7 +261,7 @@ class DependencyCycleError(DefinitionError, ValueError):
 
     def __init__(self, cycle: tuple[str, ...]) -> None:
         super().__init__(cycle[0], dependency_path=cycle)
-        self.cycle = cycle
+        self.cycle: tuple[str, ...] = cycle
 
     def summary(self) -> str:  # noqa: D102
         return f"Resource '{self.resource_name}' depends on itself through a cycle."
@@ -299,8 +299,8 @@ class InvalidFactoryError(DefinitionError, TypeError):
         dependency_path: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource_name, dependency_path=dependency_path)
-        self.problem = problem
-        self.remedy = remedy
+        self.problem: str = problem
+        self.remedy: str = remedy
 
     def summary(self) -> str:  # noqa: D102
         return f"Resource '{self.resource_name}' has an invalid factory: {self.problem}"
@@ -321,8 +321,8 @@ class InvalidOptionError(DefinitionError, ValueError):
 
     def __init__(self, resource_name: str | None, *, option: str, problem: str) -> None:
         super().__init__(resource_name)
-        self.option = option
-        self.problem = problem
+        self.option: str = option
+        self.problem: str = problem
 
     def summary(self) -> str:  # noqa: D102
         where = (
@@ -350,7 +350,7 @@ class InvalidBundleError(DefinitionError, TypeError):
 
     def __init__(self, *, found: str) -> None:
         super().__init__(None)
-        self.found = found
+        self.found: str = found
 
     def summary(self) -> str:  # noqa: D102
         return (
@@ -375,7 +375,7 @@ class GraphError(DefinitionError, ValueError):
 
     def __init__(self, problems: Sequence[LifespanKitError]) -> None:
         super().__init__(problems[0].resource_name)
-        self.problems = tuple(problems)
+        self.problems: tuple[LifespanKitError, ...] = tuple(problems)
 
     def __str__(self) -> str:
         if len(self.problems) == 1:
@@ -408,9 +408,9 @@ class UnknownResourceError(LifespanKitError, LookupError):
         available: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource_name)
-        self.context = context
-        self.suggestions = suggestions
-        self.available = available
+        self.context: str = context
+        self.suggestions: tuple[str, ...] = suggestions
+        self.available: tuple[str, ...] = available
 
     def summary(self) -> str:  # noqa: D102
         return f"No resource is named '{self.resource_name}' ({self.context})."
@@ -471,9 +471,9 @@ class StartTimeoutError(StartupError, TimeoutError):
         dependency_path: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource_name, dependency_path=dependency_path)
-        self.timeout = timeout
-        self.elapsed = elapsed
-        self.blocked = blocked
+        self.timeout: float = timeout
+        self.elapsed: float = elapsed
+        self.blocked: bool = blocked
 
     def summary(self) -> str:  # noqa: D102
         how = (
@@ -536,10 +536,10 @@ class DependencyTypeError(StartupError, TypeError):
         dependency_path: tuple[str, ...] = (),
     ) -> None:
         super().__init__(resource_name, dependency_path=dependency_path)
-        self.parameter = parameter
-        self.dependency_name = dependency_name
-        self.expected = expected
-        self.found = found
+        self.parameter: str = parameter
+        self.dependency_name: str = dependency_name
+        self.expected: str = expected
+        self.found: str = found
 
     def summary(self) -> str:  # noqa: D102
         return (
@@ -573,9 +573,9 @@ class BundleTypeError(StartupError, TypeError):
         self, resource_name: str, *, bundle: str, expected: str, found: str
     ) -> None:
         super().__init__(resource_name)
-        self.bundle = bundle
-        self.expected = expected
-        self.found = found
+        self.bundle: str = bundle
+        self.expected: str = expected
+        self.found: str = found
 
     def summary(self) -> str:  # noqa: D102
         return (
@@ -625,8 +625,8 @@ class StopTimeoutError(ShutdownError, TimeoutError):
 
     def __init__(self, resource_name: str, *, timeout: float, elapsed: float) -> None:
         super().__init__(resource_name)
-        self.timeout = timeout
-        self.elapsed = elapsed
+        self.timeout: float = timeout
+        self.elapsed: float = elapsed
 
     def summary(self) -> str:  # noqa: D102
         return (
@@ -674,7 +674,7 @@ class NotRunningError(LifespanKitError, RuntimeError):
 
     def __init__(self, resource_name: str | None = None, *, action: str) -> None:
         super().__init__(resource_name)
-        self.action = action
+        self.action: str = action
 
     def summary(self) -> str:  # noqa: D102
         return f"Cannot {self.action}: the lifespan is not running."

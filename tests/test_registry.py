@@ -108,7 +108,7 @@ def test_depends_on_a_plain_value_is_rejected() -> None:
     """A plain value has no parameters to map."""
     registry = Registry()
     with pytest.raises(InvalidFactoryError, match="plain value"):
-        registry.add("answer", 42, depends={"x": "y"})
+        registry.add("answer", 42, depends={"x": "y"})  # type: ignore[call-overload]
 
 
 def test_factory_whose_signature_raises_is_named() -> None:
@@ -133,7 +133,7 @@ def test_factory_whose_signature_raises_is_named() -> None:
 def test_builtin_without_signature_takes_no_dependencies() -> None:
     """A callable with no introspectable signature is a factory without dependencies."""
     registry = Registry()
-    resource = registry.add("numbers", dict)
+    resource: Resource[object] = registry.add("numbers", dict)
     assert resource.dependencies == ()
     assert resource.kind == "callable"
 
@@ -216,7 +216,7 @@ def test_invalid_timeouts_name_the_resource_and_option() -> None:
 def test_invalid_concurrency_is_rejected(concurrency: object) -> None:
     """concurrency must be a positive int or None."""
     with pytest.raises(InvalidOptionError, match="Option 'concurrency'"):
-        Registry().lifespan(concurrency=concurrency)  # type: ignore[arg-type]
+        Registry().lifespan(concurrency=concurrency)  # type: ignore[call-overload]
 
 
 def test_lifespan_requires_a_bundle_subclass() -> None:
@@ -227,7 +227,7 @@ def test_lifespan_requires_a_bundle_subclass() -> None:
         db: int
 
     with pytest.raises(InvalidBundleError, match="not the class NotABundle"):
-        Registry().lifespan(NotABundle)  # type: ignore[arg-type,type-var]
+        Registry().lifespan(NotABundle)  # type: ignore[type-var]
     with pytest.raises(InvalidBundleError, match="not an instance of int"):
         Registry().check(3)  # type: ignore[arg-type]
 

@@ -42,7 +42,9 @@ class Database:
         async with self._lock:
             return await anyio.to_thread.run_sync(self._execute, sql, params)
 
-    def _execute(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    def _execute(
+        self, sql: str, params: tuple[object, ...]
+    ) -> list[tuple[object, ...]]:
         with self._connection:
             return self._connection.execute(sql, params).fetchall()
 
@@ -74,7 +76,9 @@ class MemoryCache:
     def evict_expired(self) -> int:
         """Drop expired entries and return how many went."""
         now = time.monotonic()
-        expired = [key for key, (deadline, _) in self._entries.items() if deadline < now]
+        expired = [
+            key for key, (deadline, _) in self._entries.items() if deadline < now
+        ]
         for key in expired:
             del self._entries[key]
         return len(expired)
