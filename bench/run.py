@@ -15,8 +15,8 @@ W2 overhead
     Measurements are interleaved round by round; ratios are medians of the
     per-round ratios.
 
-Every ratio compares measurements taken in the same run and process, so the
-figures are comparable across machines while absolute times are not.
+Every ratio compares measurements taken in the same run and process, so ratios
+carry over between machines far better than absolute times do.
 
 Usage::
 
@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -504,6 +505,28 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
+def _source_revision() -> str:
+    """Return the git commit of lifespan_kit's source, when run from a checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = ("git", "-C", root)
+    try:
+        commit = subprocess.run(
+            (*git, "rev-parse", "--short", "HEAD"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            (*git, "status", "--porcelain", "--", "lifespan_kit"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" (git {commit}{', with local changes' if changes else ''})"
+
+
 def _cpu_model() -> str:
     with (
         contextlib.suppress(OSError),
@@ -523,7 +546,7 @@ def machine_lines() -> list[str]:
         f"  cpu:          {_cpu_model()}, {os.cpu_count()} logical CPUs",
         f"  python:       {platform.python_implementation()} "
         f"{platform.python_version()}",
-        f"  lifespan_kit: {_version('lifespan_kit')}",
+        f"  lifespan_kit: {_version('lifespan_kit')}{_source_revision()}",
         f"  anyio:        {_version('anyio')}",
         f"  trio:         {_version('trio')}",
         f"  date:         {now:%Y-%m-%d %H:%M} UTC",
