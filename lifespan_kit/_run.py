@@ -103,11 +103,17 @@ class SequentialRun:
 class ConcurrentRun:
     """Start each resource as soon as its dependencies are ready.
 
-    Resources live in host tasks of a task group that the caller's task owns.
-    A host that has just started a resource goes on with one dependent that the
-    start made runnable, nesting it inside the first: a task's resources then
-    form a chain, each depending on the one below, so stopping them last-in
-    first-out is also the dependency order, and one task serves the chain.
+    Resources live in worker tasks of a task group that the caller's task
+    owns; a worker stops its resources last-in first-out, in its own task.
+    Workers are spawned just in time: before each start, a worker makes sure
+    one helper task is pending. If the start never suspends, the helper has
+    not run yet and the worker goes on with the next runnable resource itself,
+    so synchronous starts cost no task at all. If the start suspended, the
+    helper has run and taken the next resource, and the worker continues only
+    with a dependent of the resource it just started, keeping its chain in
+    dependency order. Stopping every worker's chain last-in first-out never
+    deadlocks: each chain is in start order, so the reverse of the global
+    start order satisfies every chain and every dependency at once.
     """
 
     def __init__(self, plan: Plan, instances: Sequence[Instance], limit: float) -> None:
@@ -118,6 +124,8 @@ class ConcurrentRun:
         self._waiting = [len(deps) for deps in plan.dependencies]
         self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
         self._running = 0
+        self._is_helper_pending = False
+        self._helpers_run = 0
         self._is_failing = False
         self._started: list[int] = []
         self._start_errors: list[Exception] = []
@@ -134,7 +142,7 @@ class ConcurrentRun:
     async def start(self) -> dict[str, object]:
         """Start every resource; on failure stop those started and raise."""
         await self._tg.__aenter__()
-        self._dispatch()
+        self._ensure_helper()
         self._check_settled()
         try:
             await self._settled.wait()
@@ -155,13 +163,28 @@ class ConcurrentRun:
             raise startup_failure(self._start_errors, stop_errors)
         return self.values
 
-    def _dispatch(self) -> None:
-        tg = self._tg
-        runnable = self._runnable
-        while runnable and self._running < self._limit and not self._is_failing:
-            position = heapq.heappop(runnable)
-            self._running += 1
-            tg.start_soon(self._host, position)
+    def _ensure_helper(self) -> None:
+        """Keep one helper task pending while there is work it could take."""
+        if (
+            self._runnable
+            and not self._is_helper_pending
+            and self._running < self._limit
+            and not self._is_failing
+        ):
+            self._is_helper_pending = True
+            self._tg.start_soon(self._helper)
+
+    async def _helper(self) -> None:
+        self._is_helper_pending = False
+        self._helpers_run += 1
+        await self._work(self._take())
+
+    def _take(self) -> int | None:
+        """Claim the runnable resource registered first, if the limit allows."""
+        if not self._runnable or self._running >= self._limit or self._is_failing:
+            return None
+        self._running += 1
+        return heapq.heappop(self._runnable)
 
     def _check_settled(self) -> None:
         if len(self._started) == len(self.instances) or (
@@ -175,9 +198,12 @@ class ConcurrentRun:
             if instance.start_duration is None:
                 instance.abort()
 
-    async def _host(self, position: int | None) -> None:
+    async def _work(self, position: int | None) -> None:
         chain: list[int] = []
         while position is not None:
+            self._ensure_helper()
+            # A helper that runs during this start means the start suspended.
+            helpers_run = self._helpers_run if self._is_helper_pending else -1
             instance = self.instances[position]
             args, kwargs = arguments(instance, self.values)
             try:
@@ -191,7 +217,7 @@ class ConcurrentRun:
                 self._fail()
                 break
             chain.append(position)
-            position = self._on_started(position)
+            position = self._on_started(position, helpers_run != self._helpers_run)
         self._check_settled()
         if chain:
             await self._teardown_began.wait()
@@ -202,24 +228,30 @@ class ConcurrentRun:
                 await waiter.wait()
             self._on_stopped(position, await self.instances[position].stop())
 
-    def _on_started(self, position: int) -> int | None:
-        """Record a start; return a newly runnable dependent to continue with."""
+    def _on_started(self, position: int, suspended: bool) -> int | None:
+        """Record a start; return the next resource this worker should start."""
         instance = self.instances[position]
         self.values[instance.resource.name] = instance.value
         self._started.append(position)
+        self._running -= 1
         waiting = self._waiting
         follow: int | None = None
         for dependent in self.plan.dependents[position]:
             waiting[dependent] -= 1
             if waiting[dependent] == 0:
-                if follow is None and not self._is_failing:
+                if follow is None and suspended:
                     follow = dependent
                 else:
                     heapq.heappush(self._runnable, dependent)
-        if follow is None:
-            self._running -= 1
-        self._dispatch()
-        return follow
+        if follow is not None and not self._is_failing:
+            self._running += 1
+            return follow
+        if follow is not None:
+            heapq.heappush(self._runnable, follow)
+        if suspended:
+            self._ensure_helper()
+            return None
+        return self._take()
 
     async def stop(self) -> list[ShutdownError]:
         """Stop every started resource after its dependents; return failures."""

@@ -1,7 +1,11 @@
 """Types of the core API: `lifespan_kit` and the `Registry` it exports.
 
-Checked by mypy and pyright in strict mode; never executed.
+Checked by mypy and pyright in strict mode; never executed. Each
+``# type: ignore[...]`` marks a call the API must reject; both checkers flag
+an ignore that is no longer needed.
 """
+
+# pyright: reportUnnecessaryTypeIgnoreComment=true
 
 from __future__ import annotations
 
@@ -203,6 +207,22 @@ def opt_port() -> int:
 assert_type(opt_port, Resource[int])
 
 
+@registry.resource(health=check_database)
+async def checked_db() -> AsyncIterator[Database]:
+    yield Database()
+
+
+assert_type(checked_db, Resource[Database])
+
+
+@registry.resource(health=ping_database, health_timeout=1)
+def pinged_db() -> Database:
+    return Database()
+
+
+assert_type(pinged_db, Resource[Database])
+
+
 # --- Registry.add -----------------------------------------------------------------
 
 
@@ -239,7 +259,9 @@ assert_type(
     registry.add("opt_add_client", Client, start_timeout=1, stop_timeout=1),
     Resource[Client],
 )
-assert_type(registry.add("opt_add_connection", Pool, stop_timeout=1), Resource[Connection])
+assert_type(
+    registry.add("opt_add_connection", Pool, stop_timeout=1), Resource[Connection]
+)
 assert_type(
     registry.add("opt_add_settings", load_settings, health_timeout=1),
     Resource[Settings],
@@ -263,6 +285,10 @@ assert_type(
     Resource[Database],
 )
 assert_type(registry.add("checked_answer", 42, health=lambda n: n > 0), Resource[int])
+
+# A plain value has no start or stop to time, and no parameters to map.
+registry.add("timed_answer", 42, stop_timeout=1)  # type: ignore[call-overload]
+registry.add("mapped_answer", 42, depends={"n": "port"})  # type: ignore[call-overload]
 
 # --- Registry -------------------------------------------------------------------
 
@@ -294,6 +320,13 @@ assert_type(registry.lifespan(Resources, concurrency=1), Lifespan[Resources])
 assert_type(registry.lifespan(concurrency=4, listeners=[print]), Lifespan[ResourceMap])
 assert_type(registry.check(Resources), tuple[str, ...])
 
+# A lifespan is covariant in what it yields.
+any_bundle: Lifespan[Bundle] = registry.lifespan(Resources)
+
+# Only a Bundle subclass can be a bundle.
+registry.lifespan(Database)  # type: ignore[type-var]
+registry.check(Database)  # type: ignore[arg-type]
+
 
 async def use_bundle() -> None:
     async with registry.lifespan(Resources) as resources:
@@ -310,6 +343,7 @@ async def use_resource_map() -> None:
         assert_type(resources[port], int)
         assert_type(resources[session], Connection)
         assert_type(resources["db"], object)
+        resources[42]  # type: ignore[call-overload]
         assert_type(lifespan.resources, ResourceMap)
         assert_type(lifespan.report, StartupReport)
         assert_type(await lifespan.health(), HealthReport)
