@@ -82,9 +82,12 @@ class BundleTypeGroup(Exception):  # noqa: N818  # internal carrier, never escap
 def _bundle_error(
     bundle: type[Bundle], values: Mapping[str, object], loc: tuple[int | str, ...]
 ) -> BundleTypeError:
-    field_name = str(loc[0])
-    field = bundle.model_fields[field_name]
-    name = field.alias or field_name
+    by_resource = {
+        field.alias or field_name: field
+        for field_name, field in bundle.model_fields.items()
+    }
+    name = str(loc[0])
+    field = by_resource[name]
     expected = field.annotation
     return BundleTypeError(
         name,
@@ -136,6 +139,7 @@ class ResourceMap(Mapping[str, object]):
                 context="not started by this lifespan",
                 suggestions=close,
                 available=listed,
+                phase="running",
             ) from None
 
     def __iter__(self) -> Iterator[str]:

@@ -13,17 +13,15 @@ import inspect
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import cast
+from typing import NoReturn, cast
 
 import anyio
 
-from lifespan_kit._report import Monitor, ResourceEvent
+from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
 from lifespan_kit._resource import Resource, matches
 from lifespan_kit._types import AsyncContextManagerLike
 from lifespan_kit.errors import (
     DependencyTypeError,
-    InvalidFactoryError,
-    LifespanKitError,
     MultipleYieldError,
     NoYieldError,
     ShutdownError,
@@ -98,8 +96,6 @@ class Instance:
             StartupError: Or a subclass, naming this resource.
             StartAborted: When `abort()` cancelled the start.
         """
-        if self.is_aborted:
-            raise StartAborted
         name = self.resource.name
         if self.resource.kind == "value":
             self.start_duration = 0.0
@@ -108,7 +104,12 @@ class Instance:
             return self.value
         if self.monitor.is_active:
             self.monitor.emit(ResourceEvent(name, "starting"))
-        self._check_arguments(args, kwargs)
+        try:
+            self._check_arguments(args, kwargs)
+        except DependencyTypeError as type_error:
+            if self.monitor.is_active:
+                self.monitor.emit(ResourceEvent(name, "start_failed", error=type_error))
+            raise
         self.began = began = time.perf_counter()
         scope = self._scope = anyio.CancelScope(shield=self.shielded)
         if self.start_timeout != math.inf:
@@ -126,7 +127,9 @@ class Instance:
         scope.deadline = math.inf
         elapsed = time.perf_counter() - began
         if elapsed > self.start_timeout:
-            await self.stop()
+            stop_error = await self.stop()
+            if stop_error is not None:
+                log_stop_failure(stop_error)
             error = StartTimeoutError(
                 name,
                 timeout=self.start_timeout,
@@ -147,7 +150,10 @@ class Instance:
         """Exit the scope and turn `exc` into the error to raise (None: re-raise)."""
         self._scope = None
         if not scope.__exit__(type(exc), exc, exc.__traceback__):
-            if isinstance(exc, LifespanKitError):
+            if (
+                isinstance(exc, NoYieldError)
+                and exc.resource_name == self.resource.name
+            ):
                 return exc
             if isinstance(exc, Exception):
                 return StartupError(
@@ -184,52 +190,47 @@ class Instance:
                 )
 
     async def _enter(self, args: list[object], kwargs: dict[str, object]) -> object:
+        """Call the factory and enter what it returned, by its kind."""
         factory = cast("Callable[..., object]", self.resource.factory)
-        kind = self.resource.kind
-        if kind == "async_generator":
-            agen = cast("AsyncGenerator[object, None]", factory(*args, **kwargs))
-            try:
-                value = await agen.__anext__()
-            except StopAsyncIteration:
-                raise NoYieldError(
-                    self.resource.name, dependency_path=self.dependency_path
-                ) from None
-            self._teardown = lambda: self._finish_async_generator(agen)
-            return value
-        if kind == "coroutine":
-            return await cast("Awaitable[object]", factory(*args, **kwargs))
-        if kind == "generator":
-            gen = cast("Generator[object, None, None]", factory(*args, **kwargs))
-            value = self._first_yield(gen)
-            self._teardown = lambda: self._finish_generator(gen)
-            return value
-        return await self._enter_callable(factory(*args, **kwargs))
-
-    async def _enter_callable(self, result: object) -> object:
+        result = factory(*args, **kwargs)
+        # An async context manager comes first: asyncpg's pool, for one, is
+        # also awaitable, but only `async with` closes it again.
         if hasattr(result, "__aenter__") and hasattr(result, "__aexit__"):
-            cm = cast("AsyncContextManagerLike[object]", result)
-            value = await cm.__aenter__()
-
-            async def exit_cm() -> None:
-                await cm.__aexit__(None, None, None)
-
-            self._teardown = exit_cm
+            return await self._enter_context(
+                cast("AsyncContextManagerLike[object]", result)
+            )
+        if inspect.isasyncgen(result):
+            return await self._enter_async_generator(result)
+        if inspect.isgenerator(result):
+            value = self._first_yield(result)
+            self._teardown = lambda: self._finish_generator(result)
             return value
         if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()  # silences "coroutine was never awaited"
-            raise InvalidFactoryError(
-                self.resource.name,
-                problem="it returned an awaitable but is not an `async def` function.",
-                remedy=(
-                    "declare it with `async def` (or mark a wrapper with "
-                    "`inspect.markcoroutinefunction`)."
-                ),
-                dependency_path=self.dependency_path,
-            )
+            return await result
         return result
 
-    def _first_yield(self, gen: Generator[object, None, None]) -> object:
+    async def _enter_context(self, cm: AsyncContextManagerLike[object]) -> object:
+        value = await cm.__aenter__()
+
+        async def exit_cm() -> None:
+            await cm.__aexit__(None, None, None)
+
+        self._teardown = exit_cm
+        return value
+
+    async def _enter_async_generator(
+        self, agen: AsyncGenerator[object, NoReturn]
+    ) -> object:
+        try:
+            value = await agen.__anext__()
+        except StopAsyncIteration:
+            raise NoYieldError(
+                self.resource.name, dependency_path=self.dependency_path
+            ) from None
+        self._teardown = lambda: self._finish_async_generator(agen)
+        return value
+
+    def _first_yield(self, gen: Generator[object, NoReturn, object]) -> object:
         try:
             return next(gen)
         except StopIteration:
@@ -237,7 +238,9 @@ class Instance:
                 self.resource.name, dependency_path=self.dependency_path
             ) from None
 
-    async def _finish_async_generator(self, agen: AsyncGenerator[object, None]) -> None:
+    async def _finish_async_generator(
+        self, agen: AsyncGenerator[object, NoReturn]
+    ) -> None:
         try:
             await agen.__anext__()
         except StopAsyncIteration:
@@ -245,7 +248,7 @@ class Instance:
         await agen.aclose()
         raise MultipleYieldError(self.resource.name)
 
-    async def _finish_generator(self, gen: Generator[object, None, None]) -> None:
+    async def _finish_generator(self, gen: Generator[object, NoReturn, object]) -> None:
         try:
             next(gen)
         except StopIteration:

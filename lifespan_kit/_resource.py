@@ -199,6 +199,7 @@ def _checkable_annotations(
 def _is_checkable(hint: object) -> bool:
     return (
         isinstance(hint, type)
+        and typing.get_origin(hint) is None  # list[int] is a type on 3.10
         and hint is not object
         and not getattr(hint, "_is_protocol", False)
     )

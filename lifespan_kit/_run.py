@@ -239,15 +239,13 @@ class ConcurrentRun:
         for dependent in self.plan.dependents[position]:
             waiting[dependent] -= 1
             if waiting[dependent] == 0:
-                if follow is None and suspended:
+                if follow is None and suspended and not self._is_failing:
                     follow = dependent
                 else:
                     heapq.heappush(self._runnable, dependent)
-        if follow is not None and not self._is_failing:
+        if follow is not None:
             self._running += 1
             return follow
-        if follow is not None:
-            heapq.heappush(self._runnable, follow)
         if suspended:
             self._ensure_helper()
             return None

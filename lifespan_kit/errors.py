@@ -37,7 +37,7 @@ Added in 0.1.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Final, Literal, get_args
+from typing import ClassVar, Final, Literal
 
 __all__ = [
     "DOCS_URL",
@@ -90,8 +90,6 @@ ErrorCode = Literal[
 ]
 """Stable, documented identifiers of every error; each has a section in the docs."""
 
-ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
-
 Phase = Literal["definition", "startup", "running", "shutdown"]
 """The part of a resource's life in which an error happened."""
 
@@ -119,7 +117,7 @@ class LifespanKitError(Exception):
     """
 
     code: ClassVar[ErrorCode]
-    phase: ClassVar[Phase]
+    phase: Phase = "startup"
 
     def __init__(
         self,
@@ -151,7 +149,9 @@ class LifespanKitError(Exception):
             lines.append(f"  dependency path: {' -> '.join(self.dependency_path)}")
         lines.extend(f"  {label}: {text}" for label, text in self.details())
         lines.append(f"  fix: {self.fix()}")
-        lines.append(f"  docs: {DOCS_URL}#{self.code}")
+        code = getattr(self, "code", None)  # the abstract roots have none
+        if code is not None:
+            lines.append(f"  docs: {DOCS_URL}#{code}")
         return "\n".join(lines)
 
 
@@ -165,7 +165,7 @@ class LifespanKitWarning(UserWarning):
 class DefinitionError(LifespanKitError):
     """A declaration is wrong; it is reported before anything starts."""
 
-    phase: ClassVar[Phase] = "definition"
+    phase: Phase = "definition"
 
 
 class DuplicateResourceError(DefinitionError, ValueError):
@@ -397,7 +397,7 @@ class UnknownResourceError(LifespanKitError, LookupError):
     """
 
     code: ClassVar[ErrorCode] = "unknown-resource"
-    phase: ClassVar[Phase] = "definition"
+    phase: Phase = "definition"
 
     def __init__(
         self,
@@ -406,8 +406,10 @@ class UnknownResourceError(LifespanKitError, LookupError):
         context: str,
         suggestions: tuple[str, ...] = (),
         available: tuple[str, ...] = (),
+        phase: Phase = "definition",
     ) -> None:
         super().__init__(resource_name)
+        self.phase = phase
         self.context: str = context
         self.suggestions: tuple[str, ...] = suggestions
         self.available: tuple[str, ...] = available
@@ -437,7 +439,7 @@ class StartupError(LifespanKitError):
     """
 
     code: ClassVar[ErrorCode] = "startup-failed"
-    phase: ClassVar[Phase] = "startup"
+    phase: Phase = "startup"
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
         cause = self.__cause__
@@ -600,7 +602,7 @@ class ShutdownError(LifespanKitError):
     """
 
     code: ClassVar[ErrorCode] = "shutdown-failed"
-    phase: ClassVar[Phase] = "shutdown"
+    phase: Phase = "shutdown"
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
         cause = self.__cause__
@@ -670,7 +672,7 @@ class NotRunningError(LifespanKitError, RuntimeError):
     """
 
     code: ClassVar[ErrorCode] = "not-running"
-    phase: ClassVar[Phase] = "running"
+    phase: Phase = "running"
 
     def __init__(self, resource_name: str | None = None, *, action: str) -> None:
         super().__init__(resource_name)
@@ -690,7 +692,7 @@ class AlreadyRunningError(LifespanKitError, RuntimeError):
     """A lifespan object was entered while it was already running."""
 
     code: ClassVar[ErrorCode] = "already-running"
-    phase: ClassVar[Phase] = "startup"
+    phase: Phase = "startup"
 
     def summary(self) -> str:  # noqa: D102
         return "This lifespan is already running; it cannot be entered twice."

@@ -111,3 +111,16 @@ def test_startup_errors_say_what_was_expected(
     assert lines[0] == first_line
     assert lines[1].startswith(f"  fix: {fix}")
     assert lines[2] == f"  docs: {DOCS_URL}#{error.code}"
+
+
+def test_root_error_prints_without_a_code() -> None:
+    """The abstract root has no code: its message simply omits the docs link."""
+    text = str(LifespanKitError("db"))
+    assert text.splitlines()[0] == "Resource 'db' failed during startup."
+    assert "docs:" not in text
+
+
+def test_unknown_resource_carries_the_phase_it_was_raised_in() -> None:
+    """A lookup during a running lifespan says so."""
+    error = UnknownResourceError("x", context="not started", phase="running")
+    assert error.phase == "running"

@@ -19,7 +19,6 @@ from lifespan_kit.errors import (
     AlreadyRunningError,
     BundleTypeError,
     DependencyTypeError,
-    InvalidFactoryError,
     MultipleYieldError,
     NotRunningError,
     NoYieldError,
@@ -27,6 +26,7 @@ from lifespan_kit.errors import (
     StartTimeoutError,
     StartupError,
     StopTimeoutError,
+    UnknownResourceError,
 )
 from tests.fakes import Recorder
 
@@ -521,6 +521,27 @@ async def test_blocking_sync_factory_fails_with_a_start_timeout() -> None:
     assert closed == ["closed"]
 
 
+async def test_blocking_factory_teardown_failure_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If a blocking factory's immediate teardown fails, the failure is logged."""
+    registry = Registry()
+
+    def blocking() -> Iterator[str]:
+        time.sleep(0.03)
+        yield "value"
+        raise OSError("close failed")
+
+    registry.add("blocking", blocking, start_timeout=0.01)
+    with (
+        caplog.at_level(logging.WARNING, logger="lifespan_kit"),
+        pytest.raises(StartTimeoutError),
+    ):
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    assert "Resource 'blocking' failed during shutdown." in caplog.text
+
+
 async def test_caller_cancelled_during_body_still_tears_down(
     concurrency: int | None,
 ) -> None:
@@ -665,17 +686,83 @@ async def test_generator_that_yields_twice_is_closed_and_reported(
     assert events == ["closed"]
 
 
-async def test_callable_returning_an_awaitable_is_rejected() -> None:
-    """A plain function that returns a coroutine is named and told to use async def."""
+async def test_plain_function_returning_a_coroutine_is_awaited() -> None:
+    """A wrapper that returns a coroutine (a decorated async function) is awaited."""
     registry = Registry()
 
     async def real() -> int:
-        return 1  # pragma: no cover
+        await anyio.lowlevel.checkpoint()
+        return 1
 
     registry.add("wrapped", lambda: real())
-    with pytest.raises(InvalidFactoryError, match="returned an awaitable"):
+    async with registry.lifespan() as resources:
+        assert resources["wrapped"] == 1
+
+
+async def test_plain_function_returning_generators_is_driven(
+    concurrency: int | None,
+) -> None:
+    """Wrappers returning a generator or an async generator run them as resources."""
+    events: list[str] = []
+    registry = Registry()
+
+    def sync_gen() -> Iterator[str]:
+        yield "sync"
+        events.append("sync closed")
+
+    async def async_gen() -> AsyncIterator[str]:
+        yield "async"
+        events.append("async closed")
+
+    registry.add("sync", lambda: sync_gen())
+    registry.add("async_", lambda: async_gen())
+    async with registry.lifespan(concurrency=concurrency) as resources:
+        assert (resources["sync"], resources["async_"]) == ("sync", "async")
+    assert sorted(events) == ["async closed", "sync closed"]
+
+
+async def test_error_from_another_registry_inside_a_factory_is_wrapped() -> None:
+    """A lifespan_kit error raised by user code is the cause, not the startup error."""
+    other = Registry()
+    registry = Registry()
+
+    def lookup() -> object:
+        return other["missing"]
+
+    registry.add("lookup", lookup)
+    with pytest.raises(StartupError) as info:
         async with registry.lifespan():
             pass  # pragma: no cover
+    assert info.value.resource_name == "lookup"
+    assert isinstance(info.value.__cause__, UnknownResourceError)
+
+
+async def test_aliased_bundle_field_with_a_wrong_value_is_named() -> None:
+    """A type error on an aliased field names the resource and stops everything."""
+    from pydantic import Field
+
+    class Aliased(Bundle):
+        database: int = Field(alias="db")
+
+    recorder = Recorder()
+    with pytest.raises(BundleTypeError) as info:
+        async with chain_registry(recorder).lifespan(Aliased):
+            pass  # pragma: no cover
+    assert info.value.resource_name == "db"
+    assert recorder.events == ["start settings", "start db", "stop db", "stop settings"]
+
+
+async def test_generic_annotations_are_not_checked() -> None:
+    """Parameterised generics such as dict[str, str] only document the type."""
+    registry = Registry()
+    registry.add("headers", {"a": "b"})
+
+    def client(headers: dict[str, str]) -> str:
+        return headers["a"]
+
+    registry.add("client", client)
+    async with registry.lifespan() as resources:
+        assert resources["client"] == "b"
 
 
 async def test_dependency_with_the_wrong_type_is_named() -> None:
@@ -687,8 +774,9 @@ async def test_dependency_with_the_wrong_type_is_named() -> None:
         return f"server on {port}"  # pragma: no cover
 
     registry.add("server", server)
+    events: list[ResourceEvent] = []
     with pytest.raises(DependencyTypeError) as info:
-        async with registry.lifespan():
+        async with registry.lifespan(listeners=[events.append]):
             pass  # pragma: no cover
     error = info.value
     assert (error.resource_name, error.parameter, error.dependency_name) == (
@@ -698,6 +786,10 @@ async def test_dependency_with_the_wrong_type_is_named() -> None:
     )
     assert (error.expected, error.found) == ("int", "str")
     assert error.dependency_path == ("server",)
+    assert [e.kind for e in events if e.resource_name == "server"] == [
+        "starting",
+        "start_failed",
+    ]
 
 
 async def test_int_satisfies_a_float_annotation() -> None:
@@ -943,18 +1035,17 @@ async def test_unlimited_start_timeout_sets_no_deadline() -> None:
         assert resources["slow"] == "slow"
 
 
-async def test_callable_returning_a_non_coroutine_awaitable_is_rejected() -> None:
-    """A plain function returning any awaitable is told to use async def."""
+async def test_callable_returning_any_awaitable_is_awaited() -> None:
+    """A plain function returning an awaitable object has it awaited."""
 
-    class Pending:
+    class Ready:
         def __await__(self) -> Iterator[None]:
-            yield None  # pragma: no cover
+            return iter(())
 
     registry = Registry()
-    registry.add("pending", Pending)
-    with pytest.raises(InvalidFactoryError, match="async def"):
-        async with registry.lifespan():
-            pass  # pragma: no cover
+    registry.add("ready", Ready)
+    async with registry.lifespan() as resources:
+        assert resources["ready"] is None
 
 
 class Interrupt(BaseException):
