@@ -52,7 +52,7 @@ def test_a_subclass_without_overrides_still_reads_well() -> None:
 
     class CustomError(LifespanKitError):
         code: ClassVar[ErrorCode] = "startup-failed"
-        phase: ClassVar[Phase] = "startup"
+        phase: Phase = "startup"
 
     text = str(CustomError("db"))
     assert text.splitlines()[0] == "Resource 'db' failed during startup."
