@@ -1130,3 +1130,22 @@ async def test_starts_not_yet_begun_are_skipped_after_a_failure(
         # asyncio runs new tasks in spawn order, so none of the others began;
         # trio shuffles its run queue, so some may have started (and stopped).
         assert started == {"bad"}
+
+
+async def test_shared_dependency_waits_for_a_dependent_in_another_task() -> None:
+    """A dependency hosted with one dependent still waits for a slower second one."""
+    recorder = Recorder()
+    registry = Registry()
+    registry.add("base", recorder.generator("base", delay=0.01))
+    registry.add(
+        "quick", recorder.generator("quick", delay=0.01), depends={"base": "base"}
+    )
+    registry.add(
+        "slow", recorder.generator("slow", stop_delay=0.05), depends={"base": "base"}
+    )
+    async with registry.lifespan():
+        recorder.events.clear()
+    assert sorted(recorder.events[:2]) == ["stop quick", "stop slow"]
+    assert recorder.events[2] == "stop base"
+    assert recorder.tasks["base"][:2] == recorder.tasks["quick"][:2]
+    assert recorder.tasks["slow"][0] != recorder.tasks["base"][0]
