@@ -126,18 +126,22 @@ class Instance:
             raise error from _cause(error, exc)
         scope.deadline = math.inf
         elapsed = time.perf_counter() - began
-        if elapsed > self.start_timeout:
+        if elapsed > self.start_timeout or scope.cancel_called:
+            # The start overran: it blocked the event loop, or it swallowed the
+            # cancellation and returned anyway. Undo it now, then report.
+            swallowed = scope.cancel_called
             stop_error = await self.stop()
             if stop_error is not None:
                 log_stop_failure(stop_error)
-            error = StartTimeoutError(
+            if swallowed and self.is_aborted:
+                raise StartAborted
+            raise StartTimeoutError(
                 name,
                 timeout=self.start_timeout,
                 elapsed=elapsed,
-                blocked=True,
+                blocked=not swallowed,
                 dependency_path=self.dependency_path,
             )
-            raise error
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
@@ -284,6 +288,13 @@ class Instance:
             error = self._stop_failure(scope, exc, time.perf_counter() - began)
         else:
             scope.__exit__(None, None, None)
+            if scope.cancel_called:
+                # It ran past its deadline and swallowed the cancellation.
+                error = StopTimeoutError(
+                    name,
+                    timeout=self.stop_timeout,
+                    elapsed=time.perf_counter() - began,
+                )
         duration = time.perf_counter() - began
         if self.monitor.is_active:
             self.monitor.emit(
