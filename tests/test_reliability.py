@@ -17,16 +17,24 @@ import gc
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
 
-from lifespan_kit import Registry
+from lifespan_kit import Lifespan, Registry, ResourceMap
 from lifespan_kit.errors import ShutdownError, StartupError
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
@@ -414,3 +422,98 @@ async def test_sequential_mode_equals_nested_async_with(scenario: Scenario) -> N
             factory = resource(name, "none", expected, lambda step, name: None)
             await stack.enter_async_context(asynccontextmanager(factory)())
     assert [step[:2] for step in log.entries] == [step[:2] for step in expected.entries]
+
+
+class LifespanMachine(RuleBasedStateMachine):
+    """Start, check, override and stop lifespans in any order; nothing leaks."""
+
+    backend = "asyncio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._portal_cm = start_blocking_portal(self.backend)
+        self.portal = self._portal_cm.__enter__()
+        self.open: dict[str, int] = {}
+        self.healthy = True
+        self.registry = Registry(stop_timeout=1)
+        self.registry.add("pool", self.counted("pool"), health=self.check)
+        self.registry.add("cache", self.counted("cache"), depends={"pool": "pool"})
+        self.running: list[tuple[AbstractContextManager[ResourceMap], set[str]]] = []
+        self.lifespans: list[Lifespan[ResourceMap]] = []
+
+    def counted(self, name: str) -> Callable[..., AsyncIterator[str]]:
+        async def factory(**_: object) -> AsyncIterator[str]:
+            self.open[name] = self.open.get(name, 0) + 1
+            await anyio.lowlevel.checkpoint()
+            yield name
+            await anyio.lowlevel.checkpoint()
+            self.open[name] -= 1
+
+        return factory
+
+    def check(self, value: object) -> bool:
+        return self.healthy
+
+    @rule(concurrency=st.sampled_from([None, 1]))
+    def start(self, concurrency: int | None) -> None:
+        lifespan = self.registry.lifespan(concurrency=concurrency)
+        context = self.portal.wrap_async_context_manager(lifespan)
+        resources = context.__enter__()
+        # Only the factories count themselves; an overridden cache is a value.
+        counted = {name for name, value in resources.items() if value == name}
+        self.running.append((context, counted))
+        self.lifespans.append(lifespan)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data())
+    def stop(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(self.running) - 1))
+        context, _ = self.running.pop(index)
+        self.lifespans.pop(index)
+        context.__exit__(None, None, None)
+
+    @rule()
+    def toggle_health(self) -> None:
+        self.healthy = not self.healthy
+
+    @precondition(lambda self: self.lifespans)
+    @rule()
+    def check_health(self) -> None:
+        report = self.portal.call(self.lifespans[-1].health)
+        if "pool" in report.resources:
+            assert report.is_healthy == self.healthy
+
+    @rule()
+    def override_cache(self) -> None:
+        self.registry = self.registry.override(cache="in-memory cache")
+
+    @invariant()
+    def nothing_leaks(self) -> None:
+        for name in ("pool", "cache"):
+            live = sum(name in counted for _, counted in self.running)
+            assert self.open.get(name, 0) == live, (name, self.open)
+
+    def teardown(self) -> None:
+        while self.running:
+            context, _ = self.running.pop()
+            context.__exit__(None, None, None)
+        self._portal_cm.__exit__(None, None, None)
+        assert all(count == 0 for count in self.open.values()), self.open
+
+
+class TrioLifespanMachine(LifespanMachine):
+    """The same machine on trio."""
+
+    backend = "trio"
+
+
+_machine_settings = settings(
+    max_examples=max(EXAMPLES // 3, 20),
+    stateful_step_count=20,
+    derandomize=DERANDOMIZE,
+    deadline=None,
+)
+TestLifespanMachineOnAsyncio = LifespanMachine.TestCase
+TestLifespanMachineOnAsyncio.settings = _machine_settings
+TestLifespanMachineOnTrio = TrioLifespanMachine.TestCase
+TestLifespanMachineOnTrio.settings = _machine_settings
