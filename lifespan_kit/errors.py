@@ -26,6 +26,7 @@ LifespanKitError
 │   ├── StopTimeoutError            (also TimeoutError)
 │   └── MultipleYieldError          (also RuntimeError)
 ├── NotRunningError                 (also RuntimeError)
+│   └── LifespanNotRunError         (a request's app did not run the lifespan)
 └── AlreadyRunningError             (also RuntimeError)
 
 LifespanKitWarning (UserWarning)
@@ -54,6 +55,8 @@ __all__ = [
     "InvalidOptionError",
     "LifespanKitError",
     "LifespanKitWarning",
+    "LifespanNotRunCause",
+    "LifespanNotRunError",
     "MissingDependencyError",
     "MultipleYieldError",
     "NoYieldError",
@@ -78,6 +81,7 @@ ErrorCode = Literal[
     "invalid-factory",
     "invalid-graph",
     "invalid-option",
+    "lifespan-not-run",
     "missing-dependency",
     "multiple-yields",
     "no-yield",
@@ -92,6 +96,11 @@ ErrorCode = Literal[
 
 Phase = Literal["definition", "startup", "running", "shutdown"]
 """The part of a resource's life in which an error happened."""
+
+LifespanNotRunCause = Literal[
+    "mounted", "no-state", "not-entered", "no-lifespan", "other-bundle"
+]
+"""Why a request found no resources: see `LifespanNotRunError.cause`."""
 
 
 def _quote_all(names: Sequence[str]) -> str:
@@ -686,6 +695,110 @@ class NotRunningError(LifespanKitError, RuntimeError):
             "use resources only inside `async with registry.lifespan(...)`; "
             "keep the work that needs them inside that block."
         )
+
+
+class LifespanNotRunError(NotRunningError):
+    """A request asked for resources, but its app did not run lifespan_kit's lifespan.
+
+    Raised by the Starlette and FastAPI accessors, which look for the resources
+    in the request's lifespan state; the cause is worked out from the request.
+
+    Attributes:
+        cause: Why the resources are missing: "mounted" (the app is mounted in
+            another app, and only the outermost app's lifespan runs),
+            "no-state" (the server or test client ran no lifespan at all),
+            "not-entered" (the app's lifespan is lifespan_kit's but did not run),
+            "no-lifespan" (the app was not given lifespan_kit's lifespan) or
+            "other-bundle" (the lifespan that ran yields another bundle class).
+        app: The class name of the app that served the request.
+        expected: The bundle class asked for, if one was.
+        found: The bundle class the running lifespan yields ("other-bundle").
+
+    Added in 0.1.
+    """
+
+    code: ClassVar[ErrorCode] = "lifespan-not-run"
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        cause: LifespanNotRunCause,
+        app: str,
+        expected: str | None = None,
+        found: str | None = None,
+    ) -> None:
+        super().__init__(action=action)
+        self.cause: LifespanNotRunCause = cause
+        self.app: str = app
+        self.expected: str | None = expected
+        self.found: str | None = found
+
+    def summary(self) -> str:  # noqa: D102
+        if self.cause == "other-bundle":
+            return (
+                f"Cannot {self.action}: the lifespan that ran for this request "
+                f"yields {self.found}, not {self.expected}."
+            )
+        return (
+            f"Cannot {self.action}: lifespan_kit's lifespan did not run for the "
+            f"app that served this request ({self.app})."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return [("cause", _NOT_RUN_CAUSES[self.cause])]
+
+    def fix(self) -> str:  # noqa: D102
+        if self.cause == "other-bundle":
+            return (
+                f"ask for {self.found}, or give the outermost app a lifespan "
+                f"that yields {self.expected}."
+            )
+        return _NOT_RUN_FIXES[self.cause]
+
+
+_NOT_RUN_CAUSES: Final[dict[LifespanNotRunCause, str]] = {
+    "mounted": (
+        "the app is mounted inside another app; Starlette runs only the "
+        "outermost app's lifespan, and that one is not lifespan_kit's."
+    ),
+    "no-state": (
+        "the request carries no lifespan state: the server or test client did "
+        "not run the app's lifespan (httpx.ASGITransport never runs it)."
+    ),
+    "not-entered": (
+        "the app's lifespan is lifespan_kit's, but it was not run for the client "
+        "or server that sent this request (a TestClient used without `with`, or "
+        "a server started with the lifespan turned off)."
+    ),
+    "no-lifespan": (
+        "the app was created without `lifespan=lifespan_kit.starlette.lifespan(...)`."
+    ),
+    "other-bundle": (
+        "the resources come from the lifespan of the outermost app (a mounted "
+        "app's own lifespan never runs), which was created with another bundle."
+    ),
+}
+
+_NOT_RUN_FIXES: Final[dict[LifespanNotRunCause, str]] = {
+    "mounted": (
+        "pass `lifespan=lifespan_kit.starlette.lifespan(registry, Resources)` to "
+        "the outermost app, the one the server runs; mounted apps share its "
+        "resources."
+    ),
+    "no-state": (
+        "enter the lifespan before sending requests: `with TestClient(app) as "
+        "client:`, or drive the lifespan around the transport."
+    ),
+    "not-entered": (
+        "use the test client as a context manager, `with TestClient(app) as "
+        "client:`, and keep the server's lifespan on."
+    ),
+    "no-lifespan": (
+        "pass `lifespan=lifespan_kit.starlette.lifespan(registry, Resources)` to "
+        "the app."
+    ),
+}
 
 
 class AlreadyRunningError(LifespanKitError, RuntimeError):

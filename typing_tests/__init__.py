@@ -1,0 +1,1 @@
+"""assert_type files, one per public module: type-checked, never run."""
