@@ -112,8 +112,11 @@ class Instance:
             raise
         self.began = began = time.perf_counter()
         scope = self._scope = anyio.CancelScope(shield=self.shielded)
+        # Deadlines follow the event loop's clock (virtual under trio's MockClock).
+        clock_began = math.inf
         if self.start_timeout != math.inf:
-            scope.deadline = anyio.current_time() + self.start_timeout
+            clock_began = anyio.current_time()
+            scope.deadline = clock_began + self.start_timeout
         scope.__enter__()
         try:
             value = await self._enter(args, kwargs)
@@ -126,7 +129,11 @@ class Instance:
             raise error from _cause(error, exc)
         scope.deadline = math.inf
         elapsed = time.perf_counter() - began
-        if elapsed > self.start_timeout or scope.cancel_called:
+        overran = (
+            clock_began != math.inf
+            and anyio.current_time() - clock_began > self.start_timeout
+        )
+        if overran or scope.cancel_called:
             # The start overran: it blocked the event loop, or it swallowed the
             # cancellation and returned anyway. Undo it now, then report.
             swallowed = scope.cancel_called
