@@ -19,6 +19,7 @@ from lifespan_kit._report import (
     StartupReport,
 )
 from lifespan_kit._resource import Resource
+from lifespan_kit._runner import run
 
 __all__ = [
     "Bundle",
@@ -33,4 +34,5 @@ __all__ = [
     "ResourceMap",
     "ResourceTiming",
     "StartupReport",
+    "run",
 ]

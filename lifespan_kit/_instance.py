@@ -17,6 +17,7 @@ from typing import NoReturn, cast
 
 import anyio
 
+from lifespan_kit._background import BackgroundTask
 from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
 from lifespan_kit._resource import Resource, matches
 from lifespan_kit._types import AsyncContextManagerLike
@@ -41,7 +42,9 @@ class Instance:
     """A resource being started, running or stopped by one lifespan."""
 
     __slots__ = (
+        "_grace",
         "_scope",
+        "_stopping",
         "_teardown",
         "began",
         "dependency_path",
@@ -77,6 +80,8 @@ class Instance:
         self.start_duration: float | None = None
         self._scope: anyio.CancelScope | None = None
         self._teardown: Teardown | None = None
+        self._grace: float | None = None
+        self._stopping: anyio.CancelScope | None = None
 
     def abort(self) -> None:
         """Cancel the start in progress (or the one about to begin)."""
@@ -203,6 +208,16 @@ class Instance:
     async def _enter(self, args: list[object], kwargs: dict[str, object]) -> object:
         """Call the factory and enter what it returned, by its kind."""
         factory = cast("Callable[..., object]", self.resource.factory)
+        if self.resource.kind == "background":
+            task = BackgroundTask(
+                self.resource.name,
+                cast("Callable[..., Awaitable[object]]", factory),
+                dependency_path=self.dependency_path,
+                monitor=self.monitor,
+            )
+            await task.start(args, kwargs)
+            self._teardown = task.stop
+            return None
         result = factory(*args, **kwargs)
         # An async context manager comes first: asyncpg's pool, for one, is
         # also awaitable, but only `async with` closes it again.
@@ -267,6 +282,19 @@ class Instance:
         gen.close()
         raise MultipleYieldError(self.resource.name)
 
+    def shorten_stop(self, grace: float) -> None:
+        """Give the teardown at most `grace` more seconds, whether begun or not."""
+        scope = self._stopping
+        if scope is None:
+            limit = self.stop_timeout if self._grace is None else self._grace
+            if grace < limit:
+                self._grace = grace
+            return
+        deadline = anyio.current_time() + grace
+        if deadline < scope.deadline:
+            scope.deadline = deadline
+            self._grace = grace
+
     async def stop(self) -> ShutdownError | None:
         """Run the teardown, shielded and bounded by `stop_timeout`.
 
@@ -281,19 +309,21 @@ class Instance:
         if self.monitor.is_active:
             self.monitor.emit(ResourceEvent(name, "stopping"))
         scope.shield = True
+        timeout = self.stop_timeout if self._grace is None else self._grace
         scope.deadline = (
-            math.inf
-            if self.stop_timeout == math.inf
-            else anyio.current_time() + self.stop_timeout
+            math.inf if timeout == math.inf else anyio.current_time() + timeout
         )
+        self._stopping = scope
         began = time.perf_counter()
         error: ShutdownError | None = None
         try:
             if teardown is not None:
                 await teardown()
         except BaseException as exc:
+            self._stopping = None
             error = self._stop_failure(scope, exc, time.perf_counter() - began)
         else:
+            self._stopping = None
             scope.__exit__(None, None, None)
             if scope.cancel_called:
                 # It ran past its deadline and swallowed the cancellation.
@@ -301,6 +331,7 @@ class Instance:
                     name,
                     timeout=self.stop_timeout,
                     elapsed=time.perf_counter() - began,
+                    shortened_to=self._grace,
                 )
         duration = time.perf_counter() - began
         if self.monitor.is_active:
@@ -317,12 +348,19 @@ class Instance:
     def _stop_failure(
         self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
     ) -> ShutdownError:
+        # Inside this shielded scope a cancellation can only be its deadline's,
+        # but anyio on asyncio declines to swallow it when an outer scope was
+        # cancelled meanwhile (it cannot tell that request from a native one).
         timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
-            scope.cancel_called and isinstance(exc, Exception)
+            scope.cancel_called
+            and isinstance(exc, Exception | anyio.get_cancelled_exc_class())
         )
         if timed_out:
             error: ShutdownError = StopTimeoutError(
-                self.resource.name, timeout=self.stop_timeout, elapsed=elapsed
+                self.resource.name,
+                timeout=self.stop_timeout,
+                elapsed=elapsed,
+                shortened_to=self._grace,
             )
             error.__cause__ = exc if isinstance(exc, Exception) else None
         elif isinstance(exc, ShutdownError):

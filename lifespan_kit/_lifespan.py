@@ -25,7 +25,13 @@ from lifespan_kit._report import (
 )
 from lifespan_kit._run import ConcurrentRun, SequentialRun, startup_failure
 from lifespan_kit._settings import Timeouts
-from lifespan_kit.errors import AlreadyRunningError, NotRunningError, ShutdownError
+from lifespan_kit.errors import (
+    AlreadyRunningError,
+    BackgroundTaskError,
+    InvalidOptionError,
+    NotRunningError,
+    ShutdownError,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import ExceptionGroup
@@ -69,6 +75,7 @@ class Lifespan(Generic[ResultT_co]):
         self._listeners = tuple(listeners)
         self._state: State = "idle"
         self._run: SequentialRun | ConcurrentRun | None = None
+        self._monitor: Monitor | None = None
         self._began = 0.0
 
     @property
@@ -122,7 +129,7 @@ class Lifespan(Generic[ResultT_co]):
         return result
 
     async def _start(self) -> ResultT_co:
-        monitor = Monitor(self._listeners)
+        monitor = self._monitor = Monitor(self._listeners)
         instances = [
             self._instance(position, monitor)
             for position in range(len(self._plan.resources))
@@ -171,16 +178,61 @@ class Lifespan(Generic[ResultT_co]):
             await run.close()
         finally:
             self._state = "idle"
-        if not errors:
+        assert self._monitor is not None
+        failures = self._monitor.failures
+        if not errors and not failures:
             return
         if exc is None:
+            if failures:
+                raise _failure(failures, errors)
             raise ExceptionGroup(_shutdown_message(errors), errors)
         if isinstance(exc, Exception):
-            # The body's exception propagates unchanged; the teardown failures
-            # were logged and are listed on it so they are not lost.
+            # The body's exception propagates unchanged; the failures were
+            # logged and are listed on it so they are not lost.
             notes: list[str] = exc.__dict__.setdefault("__notes__", [])
-            notes.append(_shutdown_message(errors))
-            notes.extend(f"  {error.summary()}" for error in errors)
+            for found, message in (
+                (failures, _failures_message(failures)),
+                (errors, _shutdown_message(errors)),
+            ):
+                if found:
+                    notes.append(message)
+                    notes.extend(f"  {error.summary()}" for error in found)
+
+    async def wait_failed(self) -> BackgroundTaskError:
+        """Wait until a background task of this lifespan fails, and return its error.
+
+        A background task (see
+        [Registry.background][lifespan_kit.Registry.background]) fails when it
+        raises, or returns, while the lifespan is running. The lifespan keeps
+        running: stop it by leaving the ``async with`` block, which then raises
+        the error. Returns at once if a task has already failed.
+
+        Returns:
+            The first failure.
+
+        Raises:
+            NotRunningError: Outside a running lifespan.
+
+        Example:
+            ```python
+            lifespan = registry.lifespan(Resources)
+            async with lifespan as resources, anyio.create_task_group() as tg:
+
+                async def stop_on_failure() -> None:
+                    await lifespan.wait_failed()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stop_on_failure)
+                await serve(resources)
+            ```
+
+        Added in 0.1.
+        """
+        self._running_run("wait for a background task to fail")
+        monitor = self._monitor
+        assert monitor is not None
+        await monitor.failed.wait()
+        return monitor.failures[0]
 
     async def health(self) -> HealthReport:
         """Run every declared health check concurrently, each bounded by its timeout.
@@ -246,6 +298,41 @@ class Lifespan(Generic[ResultT_co]):
 
     def __repr__(self) -> str:
         return f"<Lifespan {self._state} resources={list(self._plan.names)!r}>"
+
+
+def shorten_teardown(lifespan: Lifespan[object], grace: float) -> None:
+    """Give each teardown of `lifespan` still to come, or running, at most `grace` s.
+
+    Raises:
+        InvalidOptionError: When `grace` is negative.
+    """
+    if not grace >= 0:
+        raise InvalidOptionError(
+            None, option="grace", problem="it must be 0 or more seconds"
+        )
+    # A helper of the worker runner, kept off the public Lifespan API.
+    run = lifespan._run  # pyright: ignore[reportPrivateUsage]
+    if run is not None:
+        for instance in run.instances:
+            instance.shorten_stop(grace)
+
+
+def _failure(
+    failures: Sequence[BackgroundTaskError], errors: Sequence[ShutdownError]
+) -> Exception:
+    """Return the one error to raise when background tasks failed."""
+    if len(failures) == 1 and not errors:
+        return failures[0]
+    return ExceptionGroup(
+        f"{_failures_message(failures)} Then {len(errors)} resource(s) failed "
+        "during shutdown.",
+        [*failures, *errors],
+    )
+
+
+def _failures_message(failures: Sequence[BackgroundTaskError]) -> str:
+    names = ", ".join(f"'{e.resource_name}'" for e in failures)
+    return f"{len(failures)} background task(s) failed: {names}."
 
 
 def _shutdown_message(errors: Sequence[ShutdownError]) -> str:

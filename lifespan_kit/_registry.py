@@ -21,9 +21,19 @@ from lifespan_kit._bundle import (
 from lifespan_kit._graph import Plan, build_plan, suggest
 from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._report import Listener
-from lifespan_kit._resource import Resource, create_resource, describe_origin
+from lifespan_kit._resource import (
+    Resource,
+    classify,
+    create_resource,
+    describe_origin,
+)
 from lifespan_kit._settings import Timeouts, create_timeouts, validate_concurrency
-from lifespan_kit._types import AsyncContextManagerLike, HealthCheck, ValueT
+from lifespan_kit._types import (
+    AsyncContextManagerLike,
+    FactoryKind,
+    HealthCheck,
+    ValueT,
+)
 from lifespan_kit.errors import (
     DuplicateResourceError,
     InvalidFactoryError,
@@ -34,6 +44,9 @@ BundleT = TypeVar("BundleT", bound=Bundle)
 
 AnyHealthCheck = Callable[[NoReturn], Awaitable[object] | object]
 """A health check for a value whose type the decorator does not know yet."""
+
+BackgroundFunction = Callable[..., Awaitable[None]]
+"""An async function that runs as a background task until it is cancelled."""
 
 _ROOTS_ALL: Final = None
 
@@ -90,6 +103,17 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._resources)
+
+    @property
+    def defaults(self) -> Timeouts:
+        """The timeouts a resource inherits when it sets none of its own.
+
+        ``resource.timeouts.resolve(registry.defaults)`` gives a resource's
+        effective (start, stop, health) limits, in seconds.
+
+        Added in 0.1.
+        """
+        return self._defaults
 
     def __getitem__(self, name: str) -> Resource[object]:
         """Return the resource registered as `name`.
@@ -326,8 +350,89 @@ class Registry:
         )
         return self._register(name, factory, options)
 
+    @overload
+    def background(self, func: BackgroundFunction, /) -> Resource[None]: ...
+    @overload
+    def background(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends: Mapping[str, str] | None = None,
+        stop_timeout: float | None = None,
+    ) -> Callable[[BackgroundFunction], Resource[None]]: ...
+    def background(
+        self,
+        func: BackgroundFunction | None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends: Mapping[str, str] | None = None,
+        stop_timeout: float | None = None,
+    ) -> Resource[object] | Callable[[BackgroundFunction], Resource[object]]:
+        """Register an async function that runs in its own task while the app runs.
+
+        Use it for a consumer loop, a scheduler or a heartbeat. Its parameters
+        are dependencies, as for [resource][lifespan_kit.Registry.resource].
+        The task starts once its dependencies have started (its start does
+        not wait for it) and is cancelled at teardown, before its dependencies
+        stop; its value is None. If it raises, or returns, while the lifespan
+        runs, the error is logged, listeners get a "failed" event,
+        [Lifespan.wait_failed][lifespan_kit.Lifespan.wait_failed] returns it
+        and leaving the lifespan raises it as a
+        [BackgroundTaskError][lifespan_kit.errors.BackgroundTaskError].
+        [lifespan_kit.run][lifespan_kit.run] then stops the app and exits 1.
+
+        Args:
+            func: The async function; it should run until it is cancelled.
+            name: The resource's name; the function's name by default.
+            depends: Maps a parameter name to the resource that fills it.
+            stop_timeout: Seconds the task may take to finish once cancelled.
+
+        Returns:
+            The [Resource][lifespan_kit.Resource], or a decorator when called
+            with options only.
+
+        Raises:
+            DuplicateResourceError: When the name is taken.
+            InvalidFactoryError: When `func` is not an async function.
+            InvalidOptionError: When `stop_timeout` is not a positive number.
+
+        Example:
+            ```python
+            @registry.background
+            async def consumer(queue: Queue, db: Database) -> None:
+                while True:
+                    job = await queue.get()
+                    await db.execute("insert into done values (?)", job.id)
+            ```
+
+        Added in 0.1.
+        """
+        options = _Options(name, depends, None, stop_timeout, None, None)
+
+        def register(function: BackgroundFunction) -> Resource[object]:
+            resource_name = options.name or getattr(function, "__name__", None)
+            if resource_name is None or classify(function) != "coroutine":
+                raise InvalidFactoryError(
+                    resource_name or repr(function),
+                    problem=f"{describe_origin(function)} is not an async function.",
+                    remedy=(
+                        "declare the background task with `async def`; it runs "
+                        "until the lifespan cancels it."
+                    ),
+                )
+            return self._register(resource_name, function, options, "background")
+
+        return register if func is None else register(func)
+
     def _register(
-        self, name: str, factory: object, options: _Options
+        self,
+        name: str,
+        factory: object,
+        options: _Options,
+        kind: FactoryKind | None = None,
     ) -> Resource[object]:
         if not name.isidentifier():
             raise InvalidFactoryError(
@@ -340,7 +445,7 @@ class Registry:
             raise DuplicateResourceError(
                 name, first=existing.origin, second=describe_origin(factory)
             )
-        resource = options.create(name, factory)
+        resource = options.create(name, factory, kind)
         self._insert(resource)
         return resource
 
@@ -555,7 +660,9 @@ class _Options:
         self.timeouts_args = (start_timeout, stop_timeout, health_timeout)
         self.health = health
 
-    def create(self, name: str, factory: object) -> Resource[object]:
+    def create(
+        self, name: str, factory: object, kind: FactoryKind | None = None
+    ) -> Resource[object]:
         start, stop, health = self.timeouts_args
         timeouts = (
             _NO_TIMEOUTS
@@ -570,6 +677,7 @@ class _Options:
             depends=self.depends,
             timeouts=timeouts,
             health_check=self.health,
+            kind=kind,
         )
 
 

@@ -7,14 +7,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
+import anyio
 from pydantic import BaseModel, ConfigDict
+
+from lifespan_kit.errors import BackgroundTaskError
 
 logger: Final = logging.getLogger("lifespan_kit")
 
 EventKind = Literal[
-    "starting", "started", "start_failed", "stopping", "stopped", "stop_failed"
+    "starting",
+    "started",
+    "start_failed",
+    "failed",
+    "stopping",
+    "stopped",
+    "stop_failed",
 ]
-"""The moments of a resource's life that listeners are told about."""
+"""The moments of a resource's life that listeners are told about ("failed": a
+background task stopped while the lifespan was running)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +35,7 @@ class ResourceEvent:
         resource_name: The resource.
         kind: What happened.
         duration: Seconds the start or stop took (None for "starting"/"stopping").
-        error: The failure, for "start_failed" and "stop_failed".
+        error: The failure, for "start_failed", "failed" and "stop_failed".
 
     Example:
         ```python
@@ -48,14 +58,35 @@ Listener = Callable[[ResourceEvent], None]
 
 
 class Monitor:
-    """Sends events to listeners and to the ``lifespan_kit`` logger."""
+    """Sends events to listeners and to the ``lifespan_kit`` logger.
 
-    __slots__ = ("is_active", "is_logging", "listeners")
+    It also collects the failures of background tasks while the lifespan runs.
+    """
+
+    __slots__ = ("failed", "failures", "is_active", "is_logging", "listeners")
 
     def __init__(self, listeners: Sequence[Listener]) -> None:
         self.listeners = tuple(listeners)
         self.is_logging = logger.isEnabledFor(logging.DEBUG)
         self.is_active = bool(self.listeners) or self.is_logging
+        self.failures: list[BackgroundTaskError] = []
+        self.failed = anyio.Event()
+
+    def fail(self, error: BackgroundTaskError) -> None:
+        """Record a background task's failure, log it and tell the listeners."""
+        self.failures.append(error)
+        logger.error(
+            "%s",
+            error,
+            exc_info=error,
+            extra={
+                "lifespan_kit_resource": error.resource_name,
+                "lifespan_kit_event": "failed",
+            },
+        )
+        if self.is_active:
+            self.emit(ResourceEvent(str(error.resource_name), "failed", error=error))
+        self.failed.set()
 
     def emit(self, event: ResourceEvent) -> None:
         """Log `event` and pass it to each listener; a failing listener is logged."""

@@ -93,9 +93,13 @@ def create_resource(
     depends: Mapping[str, str] | None,
     timeouts: Timeouts,
     health_check: HealthCheck[object] | None,
+    kind: FactoryKind | None = None,
 ) -> Resource[object]:
-    """Inspect `factory` and build a `Resource`, raising `InvalidFactoryError`."""
-    kind = classify(factory)
+    """Inspect `factory` and build a `Resource`, raising `InvalidFactoryError`.
+
+    `kind` forces how the factory runs; by default it is read from the factory.
+    """
+    kind = classify(factory) if kind is None else kind
     dependencies = (
         () if kind == "value" else _dependencies(name, factory, depends or {})
     )

@@ -15,8 +15,10 @@ FactoryKind = Literal[
     "generator",
     "callable",
     "value",
+    "background",
 ]
-"""How a resource's factory is run; "callable" may return an async context manager."""
+"""How a resource's factory is run; "callable" may return an async context manager,
+and "background" runs an async function in its own task until the teardown."""
 
 HealthCheck = Callable[[ValueT], Awaitable[object] | object]
 """A resource's health check: it receives the value and fails by raising or by

@@ -15,6 +15,7 @@ LifespanKitError
 │   ├── InvalidFactoryError         (also TypeError)
 │   ├── InvalidOptionError          (also ValueError)
 │   ├── InvalidBundleError          (also TypeError)
+│   ├── InvalidMainError            (also TypeError; a worker's main function)
 │   └── GraphError                  (also ValueError; holds every problem found)
 ├── UnknownResourceError            (also LookupError)
 ├── StartupError                    (phase "startup"; everything started was stopped)
@@ -22,6 +23,7 @@ LifespanKitError
 │   ├── NoYieldError                (also RuntimeError)
 │   ├── DependencyTypeError         (also TypeError)
 │   └── BundleTypeError             (also TypeError)
+├── BackgroundTaskError             (phase "running"; also RuntimeError)
 ├── ShutdownError                   (phase "shutdown")
 │   ├── StopTimeoutError            (also TimeoutError)
 │   └── MultipleYieldError          (also RuntimeError)
@@ -43,6 +45,7 @@ from typing import ClassVar, Final, Literal
 __all__ = [
     "DOCS_URL",
     "AlreadyRunningError",
+    "BackgroundTaskError",
     "BundleTypeError",
     "DefinitionError",
     "DependencyCycleError",
@@ -52,6 +55,7 @@ __all__ = [
     "GraphError",
     "InvalidBundleError",
     "InvalidFactoryError",
+    "InvalidMainError",
     "InvalidOptionError",
     "LifespanKitError",
     "LifespanKitWarning",
@@ -73,6 +77,7 @@ DOCS_URL: Final = "https://lifespan-kit.readthedocs.io/en/latest/errors/"
 
 ErrorCode = Literal[
     "already-running",
+    "background-failed",
     "bundle-type",
     "dependency-cycle",
     "dependency-type",
@@ -80,6 +85,7 @@ ErrorCode = Literal[
     "invalid-bundle",
     "invalid-factory",
     "invalid-graph",
+    "invalid-main",
     "invalid-option",
     "lifespan-not-run",
     "missing-dependency",
@@ -373,6 +379,30 @@ class InvalidBundleError(DefinitionError, TypeError):
         )
 
 
+class InvalidMainError(DefinitionError, TypeError):
+    """`lifespan_kit.run` cannot call the main function it was given.
+
+    Attributes:
+        main: The function's name.
+        problem: What is wrong with it.
+        remedy: What to change.
+    """
+
+    code: ClassVar[ErrorCode] = "invalid-main"
+
+    def __init__(self, *, main: str, problem: str, remedy: str) -> None:
+        super().__init__(None)
+        self.main: str = main
+        self.problem: str = problem
+        self.remedy: str = remedy
+
+    def summary(self) -> str:  # noqa: D102
+        return f"The main function {self.main} cannot be run: {self.problem}"
+
+    def fix(self) -> str:  # noqa: D102
+        return self.remedy
+
+
 class GraphError(DefinitionError, ValueError):
     """The resource graph has problems; all of them are listed together.
 
@@ -601,6 +631,55 @@ class BundleTypeError(StartupError, TypeError):
         return f"correct the field's annotation, or what '{self.resource_name}' yields."
 
 
+# --- running ------------------------------------------------------------------
+
+
+class BackgroundTaskError(LifespanKitError, RuntimeError):
+    """A background task stopped while its lifespan was still running.
+
+    The original exception is `__cause__`; there is none when the task returned.
+
+    Attributes:
+        returned: True when the task returned instead of raising.
+    """
+
+    code: ClassVar[ErrorCode] = "background-failed"
+    phase: Phase = "running"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        returned: bool = False,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.returned: bool = returned
+
+    def summary(self) -> str:  # noqa: D102
+        how = "returned" if self.returned else "failed"
+        return (
+            f"Background task '{self.resource_name}' {how} while the lifespan "
+            "was running."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        cause = self.__cause__
+        return [] if cause is None else [("cause", _describe(cause))]
+
+    def fix(self) -> str:  # noqa: D102
+        if self.returned:
+            return (
+                "keep the task running until it is cancelled (loop, or end with "
+                "`await anyio.sleep_forever()`); do one-off work in a resource "
+                "instead."
+            )
+        return (
+            f"read the cause above; handle the errors '{self.resource_name}' "
+            "should survive inside its loop, and let the others stop the service."
+        )
+
+
 # --- shutdown -----------------------------------------------------------------
 
 
@@ -630,25 +709,45 @@ class StopTimeoutError(ShutdownError, TimeoutError):
     Attributes:
         timeout: The limit, in seconds.
         elapsed: How long the teardown ran before it was cancelled.
+        shortened_to: The shorter limit the shutdown was hurried to (a worker's
+            second signal or shutdown deadline), or None.
     """
 
     code: ClassVar[ErrorCode] = "stop-timeout"
 
-    def __init__(self, resource_name: str, *, timeout: float, elapsed: float) -> None:
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        timeout: float,
+        elapsed: float,
+        shortened_to: float | None = None,
+    ) -> None:
         super().__init__(resource_name)
         self.timeout: float = timeout
         self.elapsed: float = elapsed
+        self.shortened_to: float | None = shortened_to
 
     def summary(self) -> str:  # noqa: D102
+        limit = f"stop_timeout={self.timeout:g}s"
+        if self.shortened_to is not None:
+            limit += f", hurried to {self.shortened_to:g}s"
         return (
             f"Resource '{self.resource_name}' was still stopping after "
-            f"{self.elapsed:.3f}s (stop_timeout={self.timeout:g}s); it was cancelled."
+            f"{self.elapsed:.3f}s ({limit}); it was cancelled."
         )
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
         return []
 
     def fix(self) -> str:  # noqa: D102
+        if self.shortened_to is not None:
+            return (
+                f"find what the teardown of '{self.resource_name}' waits for; the "
+                "shutdown was hurried (a second signal, or the worker's shutdown "
+                "deadline), so wait longer before signalling again or raise "
+                "shutdown_timeout."
+            )
         return (
             f"find what the teardown of '{self.resource_name}' waits for, or raise "
             "its stop_timeout."
