@@ -1,10 +1,11 @@
 """Project tasks that need nothing but Python: demo, test, lint, bench.
 
 Usage:
-    python3 tasks.py demo    run the example on its embedded defaults
-    python3 tasks.py test    run the whole test suite with branch coverage
-    python3 tasks.py lint    ruff, mypy strict, pyright strict and verifytypes
-    python3 tasks.py bench   run the benchmarks in bench/
+    python3 tasks.py demo        serve the example notes API on 127.0.0.1
+    python3 tasks.py quickstart  run the quickstart example script
+    python3 tasks.py test        run the whole test suite with branch coverage
+    python3 tasks.py lint        ruff, mypy strict, pyright strict and verifytypes
+    python3 tasks.py bench       run the benchmarks in bench/
 
 Each task creates ``.venv`` on first use (or when pyproject.toml changes) and
 installs the project with the dependency groups it needs.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,7 +54,27 @@ def ensure_venv(group: str) -> None:
 
 
 def demo() -> None:
-    """Run the example service on its embedded defaults."""
+    """Serve the example notes service under uvicorn until Ctrl+C.
+
+    It runs on its embedded defaults (SQLite, an in-memory cache) unless
+    DATABASE_URL and REDIS_URL are set; ``--port N`` picks the port.
+    """
+    ensure_venv("test")
+    command = [str(PYTHON), "-m", "examples.service", *sys.argv[2:]]
+    print(f"+ {' '.join(command)}", flush=True)
+    service = subprocess.Popen(command, cwd=ROOT)
+    # Ctrl+C reaches the service as well: wait while it stops its resources.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        status = service.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if status != 0:
+        sys.exit(status if status > 0 else 128 - status)
+
+
+def quickstart() -> None:
+    """Run the quickstart script: start the resources, use them, stop them."""
     ensure_venv("test")
     run(PYTHON, ROOT / "examples" / "quickstart" / "app.py")
 
@@ -106,7 +128,13 @@ def bench() -> None:
     run(PYTHON, ROOT / "bench" / "run.py", *sys.argv[2:])
 
 
-TASKS = {"demo": demo, "test": test, "lint": lint, "bench": bench}
+TASKS = {
+    "demo": demo,
+    "quickstart": quickstart,
+    "test": test,
+    "lint": lint,
+    "bench": bench,
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:

@@ -53,6 +53,7 @@ __all__ = [
 BundleT = TypeVar("BundleT", bound=Bundle)
 ResultT = TypeVar("ResultT", bound="Bundle | ResourceMap")
 AppT = TypeVar("AppT")
+AppT_contra = TypeVar("AppT_contra", contravariant=True)
 
 InnerLifespan = Callable[
     [AppT, ResultT], AbstractAsyncContextManager[Mapping[str, object] | None]
@@ -83,7 +84,7 @@ class _AppState:
 
 
 @final
-class AppLifespan(Generic[ResultT, AppT]):
+class AppLifespan(Generic[ResultT, AppT_contra]):
     """A Starlette lifespan that starts a registry's resources for an app.
 
     Get one from [lifespan][lifespan_kit.starlette.lifespan] and pass it as
@@ -98,7 +99,7 @@ class AppLifespan(Generic[ResultT, AppT]):
         self,
         open_lifespan: Callable[[], Lifespan[ResultT]],
         *,
-        inner: InnerLifespan[AppT, ResultT] | None,
+        inner: InnerLifespan[AppT_contra, ResultT] | None,
     ) -> None:
         self._open_lifespan = open_lifespan
         self._inner = inner
@@ -111,13 +112,15 @@ class AppLifespan(Generic[ResultT, AppT]):
         return self._resource_names
 
     def __call__(
-        self, app: AppT, /
+        self, app: AppT_contra, /
     ) -> AbstractAsyncContextManager[Mapping[str, object]]:
         """Return the context manager Starlette enters for `app`'s lifespan."""
         return self._run(app)
 
     @asynccontextmanager
-    async def _run(self, app: AppT) -> AsyncGenerator[Mapping[str, object], None]:
+    async def _run(
+        self, app: AppT_contra
+    ) -> AsyncGenerator[Mapping[str, object], None]:
         lifespan = self._open_lifespan()
         async with lifespan as result:
             state = _AppState(lifespan, result)

@@ -1,4 +1,4 @@
-"""A real uvicorn server in a subprocess, on a free port of 127.0.0.1."""
+"""A real server in a subprocess, on a free port of 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -22,22 +22,27 @@ def free_port() -> int:
 
 
 class Server:
-    """Run ``python -m uvicorn <target>`` and collect its output, line by line.
+    """Run ``python -m <args> --port <free port>`` and collect its output by line.
 
-    The output merges stdout and stderr, so what the app prints and what
-    uvicorn logs keep their relative order.
+    The output merges stdout and stderr, so what the app prints and what the
+    server logs keep their relative order. The server counts as serving once
+    it writes a line containing `ready`.
     """
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 20
+        self,
+        *args: str,
+        ready: str = "Uvicorn running on",
+        env: dict[str, str] | None = None,
+        timeout: float = 20,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.timeout = timeout
         self.lines: list[str] = []
+        self._ready = ready
         self._serving = threading.Event()
-        command = [sys.executable, "-m", "uvicorn", *args]
-        command.extend(["--host", "127.0.0.1", "--port", str(self.port)])
+        command = [sys.executable, "-m", *args, "--port", str(self.port)]
         self._process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -54,7 +59,7 @@ class Server:
         with self._process.stdout:
             for line in self._process.stdout:
                 self.lines.append(line.rstrip("\n"))
-                if "Uvicorn running on" in line:
+                if self._ready in line:
                     self._serving.set()
         # The server exited: nobody waits for it to serve any longer.
         self._serving.set()

@@ -76,6 +76,9 @@ def import_with_blocked(blocked: str, module: str) -> subprocess.CompletedProces
     )
 
 
+SERVE_APP = ("uvicorn", "tests.integrations.served_app:app", "--host", "127.0.0.1")
+
+
 class Greeter:
     """A typed resource: says its greeting, knows which instance it is."""
 
@@ -595,7 +598,7 @@ async def test_served_app_prints_its_events_in_process(
 
 def test_uvicorn_serves_and_stops_in_reverse_on_sigterm() -> None:
     """Under uvicorn, requests get the resources; SIGTERM stops them in reverse."""
-    with Server("tests.integrations.served_app:app") as server:
+    with Server(*SERVE_APP) as server:
         server.wait_until_serving()
         response = httpx.get(f"{server.url}/", timeout=10)
         ready = httpx.get(f"{server.url}/readyz", timeout=10)
@@ -619,7 +622,7 @@ def test_uvicorn_serves_and_stops_in_reverse_on_sigterm() -> None:
 def test_uvicorn_exits_without_serving_when_a_resource_fails() -> None:
     """A resource that fails to start makes uvicorn exit with status 3, unserved."""
     env = {"LIFESPAN_KIT_TEST_FAIL": "cache"}
-    with Server("tests.integrations.served_app:app", env=env) as server:
+    with Server(*SERVE_APP, env=env) as server:
         status = server.wait()
     assert status == 3, server.output
     assert "Resource 'cache' failed during startup." in server.output
