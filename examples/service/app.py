@@ -117,7 +117,9 @@ async def read_note(note_id: int, res: Res, response: Response) -> Note:
     return note
 
 
-@router.delete("/notes/{note_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/notes/{note_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None
+)
 async def delete_note(note_id: int, res: Res) -> None:
     """Delete a note and its cache entry."""
     if not await res.db.delete_note(note_id):

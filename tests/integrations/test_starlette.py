@@ -244,6 +244,29 @@ async def test_inner_lifespan_receives_the_resource_map_without_a_bundle() -> No
     assert seen == ["hello"]
 
 
+async def test_inner_lifespan_failure_stops_the_resources() -> None:
+    """When the user's lifespan fails to start, the resources stop; startup fails."""
+    recorder = Recorder()
+    registry, _ = greeter_registry(recorder)
+
+    @asynccontextmanager
+    async def broken(app: Starlette, res: Resources) -> AsyncIterator[None]:
+        if res.greeter.greeting == "hello":
+            raise RuntimeError("cannot warm up")
+        yield  # pragma: no cover  # the greeting is always "hello"
+
+    app = Starlette(lifespan=lifespan(registry, Resources, inner=broken))
+    with pytest.raises(LifespanFailedError, match="cannot warm up") as info:
+        await run_lifespan(app).__aenter__()
+    assert info.value.event == "lifespan.startup.failed"
+    assert recorder.events == [
+        "start settings",
+        "start greeter",
+        "stop greeter",
+        "stop settings",
+    ]
+
+
 async def test_startup_failure_tells_the_server_with_a_readable_message() -> None:
     """A failed start sends lifespan.startup.failed naming the resource and the fix."""
     recorder = Recorder()
