@@ -16,7 +16,7 @@ from lifespan_kit.errors import LifespanNotRunError, UnknownResourceError
 from lifespan_kit.fastapi import resource, resources
 from lifespan_kit.starlette import health_routes, lifespan
 from tests.integrations.driver import open_client
-from tests.integrations.test_starlette import import_with_blocked
+from tests.integrations.imports import import_with_blocked
 
 
 class Database:
