@@ -330,7 +330,7 @@ def test_registry_defaults_are_readable() -> None:
     assert answer.timeouts.resolve(registry.defaults) == (60.0, 3.0, 5.0)
 
 
-# --- hurrying the teardown ----------------------------------------------------
+# --- hurrying the teardown ---------------------------------------------------
 
 
 def hanging_registry(recorder: Recorder) -> Registry:

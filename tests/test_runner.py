@@ -131,7 +131,7 @@ def run_worker(
     return status, capture.readouterr().out.splitlines()
 
 
-# --- exit statuses without signals -----------------------------------------------
+# --- exit statuses without signals -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_failures_already_logged_are_summarised_in_one_line(
     assert all(r.exc_info is None for r in summary)
 
 
-# --- signals -----------------------------------------------------------------------
+# --- signals -----------------------------------------------------------------
 
 CANCELLED_START = ["start first", "start second", "cancelled start second"]
 CUT_SECOND = [
@@ -459,7 +459,7 @@ def test_a_signal_received_before_the_loop_runs_is_handled_once_it_does() -> Non
         counter.restore()
 
 
-# --- main's signature ----------------------------------------------------------------
+# --- main's signature --------------------------------------------------------
 
 
 class Answer(Bundle):
@@ -627,7 +627,7 @@ def test_options_are_checked_before_anything_starts() -> None:
     registry, started = answer_registry()
 
     async def main(resources: Answer) -> None:
-        started.append("main")
+        """Never called."""
 
     with pytest.raises(InvalidOptionError, match="Option 'backend'"):
         run(main, registry, backend="curio")  # type: ignore[arg-type]  # tested
@@ -635,7 +635,7 @@ def test_options_are_checked_before_anything_starts() -> None:
         run(main, registry, shutdown_timeout=0)
 
     async def needs_missing(resources: Missing) -> None:
-        started.append("main")
+        """Never called."""
 
     with pytest.raises(GraphError):
         run(needs_missing, registry)
@@ -682,7 +682,7 @@ def test_an_exception_group_from_main_is_logged_in_full(
     assert isinstance(record.exc_info and record.exc_info[1], ExceptionGroup)
 
 
-# --- telling the service manager ------------------------------------------------------
+# --- telling the service manager ---------------------------------------------
 
 
 @pytest.fixture
