@@ -124,7 +124,7 @@ def scenarios(draw: st.DrawFn, *, faults: bool = True) -> Scenario:
         else ()
         for index in range(size)
     )
-    none: list[Fault] = ["none"] * 6
+    none: list[Fault] = ["none"] * 12
     fault_choices = none + sorted(START_FAULTS | STOP_FAULTS)
     drawn: tuple[Fault, ...] = (
         tuple(draw(st.sampled_from(fault_choices)) for _ in range(size))
@@ -288,17 +288,17 @@ async def run(scenario: Scenario, log: Log) -> Outcome:
         try:
             async with registry.lifespan(concurrency=scenario.concurrency):
                 outcome.body_ran = True
-                began = anyio.current_time()
                 if scenario.outside == "cancel_body":
                     outer.cancel()
                     await anyio.sleep_forever()
+                began = anyio.current_time()  # the teardown begins when the body ends
                 if scenario.outside == "body_raises":
                     raise body_error
+                began = anyio.current_time()
         except Exception as exc:
             outcome.error = exc
-        finally:
-            if outcome.body_ran:
-                outcome.teardown_time = anyio.current_time() - began
+        if outcome.body_ran:
+            outcome.teardown_time = anyio.current_time() - began
     outcome.cancelled = outer.cancelled_caught
     if scenario.outside == "body_raises" and outcome.body_ran:
         assert outcome.error is body_error, "the body's exception must pass unchanged"
@@ -371,6 +371,7 @@ def longest_chain(scenario: Scenario) -> int:
 @settings(
     max_examples=EXAMPLES,
     derandomize=DERANDOMIZE,
+    database=None if DERANDOMIZE else settings.default.database,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -391,6 +392,7 @@ async def test_guarantees_hold_on_random_faulty_graphs(scenario: Scenario) -> No
 @settings(
     max_examples=EXAMPLES,
     derandomize=DERANDOMIZE,
+    database=None if DERANDOMIZE else settings.default.database,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -505,6 +507,7 @@ _machine_settings = settings(
     max_examples=max(EXAMPLES // 3, 20),
     stateful_step_count=20,
     derandomize=DERANDOMIZE,
+    database=None if DERANDOMIZE else settings.default.database,
     deadline=None,
 )
 TestLifespanMachineOnAsyncio = LifespanMachine.TestCase
