@@ -792,6 +792,20 @@ async def test_dependency_with_the_wrong_type_is_named() -> None:
     ]
 
 
+async def test_dependency_type_error_without_listeners() -> None:
+    """The type check fails startup the same way when nobody listens to events."""
+    registry = Registry()
+    registry.add("port", "8080")
+
+    def server(port: int) -> str:
+        return f"server on {port}"  # pragma: no cover
+
+    registry.add("server", server)
+    with pytest.raises(DependencyTypeError, match="expects parameter 'port' to be int"):
+        async with registry.lifespan():
+            pass  # pragma: no cover
+
+
 async def test_int_satisfies_a_float_annotation() -> None:
     """The numeric tower applies: an int value fits a float parameter."""
     registry = Registry()

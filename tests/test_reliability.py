@@ -26,6 +26,7 @@ import anyio.lowlevel
 import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -43,6 +44,9 @@ if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
 EXAMPLES = int(os.environ.get("LIFESPAN_KIT_EXAMPLES", "300"))
 # CI replays the same examples every run; set LIFESPAN_KIT_EXPLORE=1 to draw new ones.
 DERANDOMIZE = not os.environ.get("LIFESPAN_KIT_EXPLORE")
+DATABASE = (
+    None if DERANDOMIZE else DirectoryBasedExampleDatabase(".hypothesis/examples")
+)
 TIMEOUT = 0.02  # start_timeout and stop_timeout of every generated resource
 
 Fault = Literal[
@@ -371,7 +375,7 @@ def longest_chain(scenario: Scenario) -> int:
 @settings(
     max_examples=EXAMPLES,
     derandomize=DERANDOMIZE,
-    database=None if DERANDOMIZE else settings.default.database,
+    database=DATABASE,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -392,7 +396,7 @@ async def test_guarantees_hold_on_random_faulty_graphs(scenario: Scenario) -> No
 @settings(
     max_examples=EXAMPLES,
     derandomize=DERANDOMIZE,
-    database=None if DERANDOMIZE else settings.default.database,
+    database=DATABASE,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -507,7 +511,7 @@ _machine_settings = settings(
     max_examples=max(EXAMPLES // 3, 20),
     stateful_step_count=20,
     derandomize=DERANDOMIZE,
-    database=None if DERANDOMIZE else settings.default.database,
+    database=DATABASE,
     deadline=None,
 )
 TestLifespanMachineOnAsyncio = LifespanMachine.TestCase
