@@ -306,7 +306,10 @@ def _logging(
     finally:
         ours.removeHandler(handler)
         root.removeHandler(handler)
-        ours.level, ours.propagate, root.level = saved
+        # setLevel, not the attribute: it also clears the loggers' level cache.
+        ours.setLevel(saved[0])
+        ours.propagate = saved[1]
+        root.setLevel(saved[2])
 
 
 def _write_report(path: Path, display: Display, status: int) -> None:

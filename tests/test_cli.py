@@ -172,7 +172,8 @@ def test_run_configures_the_root_logger_only_when_the_app_did_not(
     """With no root handler, app logs are shown too; afterwards all is restored."""
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])
-    monkeypatch.setattr(root, "level", logging.WARNING)
+    level = root.level
+    root.setLevel(logging.WARNING)
     monkeypatch.setattr(cli_apps, "TICK_SEEN", threading.Event())
     cli_apps.TICK_SEEN.set()
     args = ["run", "tests.cli_apps:slow_main", "--registry", "tests.cli_apps:slow"]
@@ -181,7 +182,10 @@ def test_run_configures_the_root_logger_only_when_the_app_did_not(
     assert "INFO    tests.cli_apps: warm" in err
     assert root.handlers == []
     assert root.level == logging.WARNING
-    assert logging.getLogger("lifespan_kit").handlers == []
+    root.setLevel(level)
+    ours = logging.getLogger("lifespan_kit")
+    assert ours.handlers == []
+    assert not ours.isEnabledFor(logging.DEBUG)
 
 
 def test_run_writes_a_report_for_graph(
