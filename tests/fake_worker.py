@@ -14,7 +14,8 @@ the behaviour:
 - ``hang-start:<name>`` / ``hang-stop:<name>``: the start or the teardown
   waits until it is cancelled, then says ``cancelled start <name>`` or
   ``cancelled stop <name>``;
-- ``gate-stop:<name>``: the teardown waits for a line on stdin;
+- ``gate-stop:<name>``: the teardown waits for a line on stdin, in a worker
+  thread that no cancellation reaches;
 - ``fail-start:<name>`` / ``fail-stop:<name>``: the start or teardown raises;
 - ``crash``: main raises once running; ``return``: main returns once running;
 - ``exit``: main raises ``SystemExit(7)`` once running;

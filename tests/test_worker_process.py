@@ -5,6 +5,10 @@ console script), waits for the line a resource prints when it reaches a phase,
 sends SIGTERM or SIGINT, and checks the exit status and every event line: the
 teardown order, and that each resource started was stopped (or, after a third
 signal, that the process did not wait). Every wait is bounded.
+
+Before the third signal, a teardown waits for a line on stdin in a worker
+thread, which no cancellation reaches: the process is stuck there however slow
+the machine is, and only the third signal ends it.
 """
 
 from __future__ import annotations
@@ -210,8 +214,8 @@ def test_two_signals_during_startup_cut_the_rollback(start: type[Worker]) -> Non
 
 
 def test_three_signals_during_startup_exit_at_once(start: type[Worker]) -> None:
-    """A third signal exits without waiting for the hanging rollback: 143."""
-    worker = start("hang-start:second,hang-stop:first")
+    """A third signal exits without waiting for the stuck rollback: 143."""
+    worker = start("hang-start:second,gate-stop:first")
     worker.wait_for("start second")
     worker.send(TERM, then_wait_for=FIRST)
     worker.wait_for("stop first")
@@ -254,8 +258,8 @@ def test_two_signals_while_running_cut_a_hanging_teardown(
 
 
 def test_three_signals_while_running_exit_at_once(start: type[Worker]) -> None:
-    """The third signal does not wait for the hanging teardown: 143."""
-    worker = start("hang-stop:second")
+    """The third signal does not wait for the stuck teardown: 143."""
+    worker = start("gate-stop:second")
     worker.wait_for("running")
     worker.send(TERM, then_wait_for=FIRST)
     worker.wait_for("stop second")
@@ -302,7 +306,7 @@ def test_two_signals_during_the_teardown_cut_what_hangs(start: type[Worker]) -> 
 
 def test_three_signals_during_the_teardown_exit_at_once(start: type[Worker]) -> None:
     """The third signal during the teardown exits at once: 143."""
-    worker = start("return,hang-stop:second")
+    worker = start("return,gate-stop:second")
     worker.wait_for("stop second")
     worker.send(TERM, then_wait_for=FIRST)
     worker.send(TERM, then_wait_for=SECOND)
