@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status.
+
+    Added in 0.1.
     """
     args = _parser().parse_args(argv)
     _add_working_directory_to_path()
