@@ -23,7 +23,12 @@ from lifespan_kit._report import (
     StartupReport,
     create_report,
 )
-from lifespan_kit._run import ConcurrentRun, SequentialRun, startup_failure
+from lifespan_kit._run import (
+    ConcurrentRun,
+    SequentialRun,
+    one_or_group,
+    startup_failure,
+)
 from lifespan_kit._settings import Timeouts
 from lifespan_kit.errors import (
     AlreadyRunningError,
@@ -321,12 +326,11 @@ def _failure(
     failures: Sequence[BackgroundTaskError], errors: Sequence[ShutdownError]
 ) -> Exception:
     """Return the one error to raise when background tasks failed."""
-    if len(failures) == 1 and not errors:
-        return failures[0]
-    return ExceptionGroup(
+    return one_or_group(
+        failures,
+        errors,
         f"{_failures_message(failures)} Then {len(errors)} resource(s) failed "
         "during shutdown.",
-        [*failures, *errors],
     )
 
 

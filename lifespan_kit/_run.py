@@ -38,16 +38,24 @@ def arguments(
     return args, kwargs
 
 
+def one_or_group(
+    first: Sequence[Exception], then: Sequence[ShutdownError], message: str
+) -> Exception:
+    """Return the single failure as is, or every failure in one group."""
+    if len(first) == 1 and not then:
+        return first[0]
+    return ExceptionGroup(message, [*first, *then])
+
+
 def startup_failure(
     start_errors: Sequence[Exception], stop_errors: Sequence[ShutdownError]
 ) -> Exception:
     """Return the one error to raise for a failed startup."""
-    if len(start_errors) == 1 and not stop_errors:
-        return start_errors[0]
-    return ExceptionGroup(
+    return one_or_group(
+        start_errors,
+        stop_errors,
         f"Startup failed: {len(start_errors)} resource(s) failed to start and "
         f"{len(stop_errors)} failed to stop during the rollback.",
-        [*start_errors, *stop_errors],
     )
 
 
