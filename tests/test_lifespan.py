@@ -1163,3 +1163,72 @@ async def test_shared_dependency_waits_for_a_dependent_in_another_task() -> None
     assert recorder.events[2] == "stop base"
     assert recorder.tasks["base"][:2] == recorder.tasks["quick"][:2]
     assert recorder.tasks["slow"][0] != recorder.tasks["base"][0]
+
+
+async def test_start_that_swallows_its_timeout_is_reported(
+    concurrency: int | None,
+) -> None:
+    """A start that catches its cancellation and returns late is a timeout, undone."""
+    events: list[str] = []
+    registry = Registry()
+
+    async def stubborn() -> AsyncIterator[str]:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass
+        yield "late"
+        events.append("undone")
+
+    registry.add("stubborn", stubborn, start_timeout=0.02)
+    with anyio.fail_after(5), pytest.raises(StartTimeoutError) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert not info.value.blocked
+    assert events == ["undone"]
+
+
+async def test_teardown_that_swallows_its_timeout_is_reported(
+    concurrency: int | None,
+) -> None:
+    """A teardown that catches its cancellation and returns is still a timeout."""
+    registry = Registry()
+
+    async def stubborn() -> AsyncIterator[str]:
+        yield "value"
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass
+
+    registry.add("stubborn", stubborn, stop_timeout=0.02)
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+    (error,) = info.value.exceptions
+    assert isinstance(error, StopTimeoutError)
+    assert error.resource_name == "stubborn"
+
+
+def test_start_overrun_follows_the_event_loop_clock() -> None:
+    """Under a virtual clock, wall time spent in a start is not an overrun."""
+    mock_clock = pytest.importorskip("trio.testing").MockClock
+
+    registry = Registry()
+
+    def slow_but_virtual() -> str:
+        time.sleep(0.03)  # no virtual time passes
+        return "ready"
+
+    registry.add("thing", slow_but_virtual, start_timeout=0.02)
+
+    async def main() -> object:
+        async with registry.lifespan() as resources:
+            return resources["thing"]
+
+    result = anyio.run(
+        main,
+        backend="trio",
+        backend_options={"clock": mock_clock(autojump_threshold=0)},
+    )
+    assert result == "ready"
