@@ -129,9 +129,12 @@ class Instance:
             error = self._start_failure(scope, exc, time.perf_counter() - began)
             if error is None:
                 raise
+            cause = _cause(error, exc)
+            # Set the cause before listeners see the error, as `raise from` would.
+            error.__cause__ = cause
             if self.monitor.is_active and not isinstance(error, StartAborted):
                 self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
-            raise error from _cause(error, exc)
+            raise error from cause
         scope.deadline = math.inf
         elapsed = time.perf_counter() - began
         overran = (

@@ -991,6 +991,22 @@ async def test_failure_events_carry_the_error() -> None:
     assert isinstance(failed["stop_failed"].error, ShutdownError)
 
 
+async def test_listeners_see_the_cause_of_a_failed_start() -> None:
+    """A start_failed event's error already carries its cause when listeners run."""
+    causes: list[object] = []
+
+    def listener(event: ResourceEvent) -> None:
+        if event.error is not None:
+            causes.append(event.error.__cause__)
+
+    registry = Registry()
+    registry.add("bad", Recorder().generator("bad", fail_start=OSError("down")))
+    with pytest.raises(StartupError):
+        async with registry.lifespan(listeners=[listener]):
+            pass  # pragma: no cover
+    assert [type(c) for c in causes] == [OSError]
+
+
 async def test_debug_log_has_one_line_per_start_and_stop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
