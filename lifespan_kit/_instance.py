@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import NoReturn, cast
 
 import anyio
+from anyio.abc import AsyncBackend
 
 from lifespan_kit._background import BackgroundTask
 from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
@@ -42,6 +43,7 @@ class Instance:
     """A resource being started, running or stopped by one lifespan."""
 
     __slots__ = (
+        "_backend",
         "_grace",
         "_scope",
         "_stopping",
@@ -67,8 +69,12 @@ class Instance:
         stop_timeout: float,
         shielded: bool,
         monitor: Monitor,
+        backend: type[AsyncBackend],
     ) -> None:
         self.resource = resource
+        # The running backend, looked up once per lifespan: anyio.CancelScope()
+        # and anyio.current_time() would look it up again on every call.
+        self._backend = backend
         self.dependency_path = dependency_path
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -116,11 +122,11 @@ class Instance:
                 self.monitor.emit(ResourceEvent(name, "start_failed", error=type_error))
             raise
         self.began = began = time.perf_counter()
-        scope = self._scope = anyio.CancelScope(shield=self.shielded)
+        scope = self._scope = self._backend.create_cancel_scope(shield=self.shielded)
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
         clock_began = math.inf
         if self.start_timeout != math.inf:
-            clock_began = anyio.current_time()
+            clock_began = self._backend.current_time()
             scope.deadline = clock_began + self.start_timeout
         scope.__enter__()
         try:
@@ -139,7 +145,7 @@ class Instance:
         elapsed = time.perf_counter() - began
         overran = (
             clock_began != math.inf
-            and anyio.current_time() - clock_began > self.start_timeout
+            and self._backend.current_time() - clock_began > self.start_timeout
         )
         if overran or scope.cancel_called:
             # The start overran: it blocked the event loop, or it swallowed the
@@ -314,7 +320,7 @@ class Instance:
         scope.shield = True
         timeout = self.stop_timeout if self._grace is None else self._grace
         scope.deadline = (
-            math.inf if timeout == math.inf else anyio.current_time() + timeout
+            math.inf if timeout == math.inf else self._backend.current_time() + timeout
         )
         self._stopping = scope
         began = time.perf_counter()

@@ -11,6 +11,8 @@ from types import TracebackType
 from typing import Generic, Literal, TypeVar, final
 
 import anyio
+import anyio.lowlevel
+from anyio.abc import AsyncBackend
 
 from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
 from lifespan_kit._graph import Plan
@@ -135,8 +137,9 @@ class Lifespan(Generic[ResultT_co]):
 
     async def _start(self) -> ResultT_co:
         monitor = self._monitor = Monitor(self._listeners)
+        backend = anyio.lowlevel.current_token().backend_class
         instances = [
-            self._instance(position, monitor)
+            self._instance(position, monitor, backend)
             for position in range(len(self._plan.resources))
         ]
         run: SequentialRun | ConcurrentRun
@@ -156,7 +159,9 @@ class Lifespan(Generic[ResultT_co]):
             await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
-    def _instance(self, position: int, monitor: Monitor) -> Instance:
+    def _instance(
+        self, position: int, monitor: Monitor, backend: type[AsyncBackend]
+    ) -> Instance:
         resource = self._plan.resources[position]
         start, stop, _ = resource.timeouts.resolve(self._defaults)
         return Instance(
@@ -166,6 +171,7 @@ class Lifespan(Generic[ResultT_co]):
             stop_timeout=stop,
             shielded=self._concurrency != 1,
             monitor=monitor,
+            backend=backend,
         )
 
     async def __aexit__(
