@@ -47,7 +47,12 @@ DERANDOMIZE = not os.environ.get("LIFESPAN_KIT_EXPLORE")
 DATABASE = (
     None if DERANDOMIZE else DirectoryBasedExampleDatabase(".hypothesis/examples")
 )
-TIMEOUT = 0.02  # start_timeout and stop_timeout of every generated resource
+TIMEOUT = 0.02  # the timeout that cuts a hanging start or teardown
+# Resources that do not hang get a long timeout: on asyncio the clock is real,
+# and a loaded machine can stall the loop past 20 ms with nothing wrong.
+HEALTHY_TIMEOUT = 10.0
+HANGS_ON_START: frozenset[Fault] = frozenset({"hang_start", "swallow_start"})
+HANGS_ON_STOP: frozenset[Fault] = frozenset({"hang_stop", "swallow_stop"})
 
 Fault = Literal[
     "none",
@@ -280,12 +285,15 @@ async def run(scenario: Scenario, log: Log) -> Outcome:
             }:
                 outer.cancel()
 
-        registry = Registry(start_timeout=TIMEOUT, stop_timeout=TIMEOUT)
+        registry = Registry()
         for index, name in enumerate(names):
+            fault = scenario.faults[index]
             registry.add(
                 name,
-                resource(name, scenario.faults[index], log, on_step),
+                resource(name, fault, log, on_step),
                 depends={f"d{d}": names[d] for d in scenario.dependencies[index]},
+                start_timeout=TIMEOUT if fault in HANGS_ON_START else HEALTHY_TIMEOUT,
+                stop_timeout=TIMEOUT if fault in HANGS_ON_STOP else HEALTHY_TIMEOUT,
             )
         body_error = BodyError("from the body")
         began = 0.0
