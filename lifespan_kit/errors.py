@@ -118,6 +118,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _cause_details(error: BaseException) -> list[tuple[str, str]]:
+    """The "cause" line of an error that wraps the exception it was raised from."""
+    cause = error.__cause__
+    return [] if cause is None else [("cause", _describe(cause))]
+
+
 class LifespanKitError(Exception):
     """Root of every error raised by lifespan_kit.
 
@@ -481,8 +487,7 @@ class StartupError(LifespanKitError):
     phase: Phase = "startup"
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
-        cause = self.__cause__
-        return [] if cause is None else [("cause", _describe(cause))]
+        return _cause_details(self)
 
     def fix(self) -> str:  # noqa: D102
         return (
@@ -664,8 +669,7 @@ class BackgroundTaskError(LifespanKitError, RuntimeError):
         )
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
-        cause = self.__cause__
-        return [] if cause is None else [("cause", _describe(cause))]
+        return _cause_details(self)
 
     def fix(self) -> str:  # noqa: D102
         if self.returned:
@@ -693,8 +697,7 @@ class ShutdownError(LifespanKitError):
     phase: Phase = "shutdown"
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
-        cause = self.__cause__
-        return [] if cause is None else [("cause", _describe(cause))]
+        return _cause_details(self)
 
     def fix(self) -> str:  # noqa: D102
         return (

@@ -38,6 +38,19 @@ HOOKS: list[Callable[[str], None]] = []
 
 EXIT_CODE = 7
 
+STARTED = ["start first", "start second", "start third", "running"]
+"""The event lines of a normal start, in order."""
+STOPPED = [
+    "pulse done",
+    "stop third",
+    "stopped third",
+    "stop second",
+    "stopped second",
+    "stop first",
+    "stopped first",
+]
+"""The event lines of a full teardown in reverse, in order."""
+
 registry = Registry(stop_timeout=5)
 
 

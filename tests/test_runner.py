@@ -32,6 +32,7 @@ from lifespan_kit import Bundle, Registry, ResourceMap, run
 from lifespan_kit._signals import SignalCounter
 from lifespan_kit.errors import GraphError, InvalidMainError, InvalidOptionError
 from tests import fake_worker
+from tests.fake_worker import STARTED, STOPPED
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import ExceptionGroup
@@ -40,16 +41,6 @@ if TYPE_CHECKING:
     from lifespan_kit._runner import Backend
 
 TERM, INT = signal.SIGTERM, signal.SIGINT
-STARTED = ["start first", "start second", "start third", "running"]
-STOPPED = [
-    "pulse done",
-    "stop third",
-    "stopped third",
-    "stop second",
-    "stopped second",
-    "stop first",
-    "stopped first",
-]
 
 
 class Captured(Protocol):

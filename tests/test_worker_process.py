@@ -29,21 +29,13 @@ from typing import IO
 
 import pytest
 
+from tests.fake_worker import STARTED, STOPPED
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20.0
 COMMAND = [sys.executable, "-m", "lifespan_kit", "run"]
 TERM, INT = signal.SIGTERM, signal.SIGINT
 
-STARTED = ["start first", "start second", "start third", "running"]
-STOPPED = [
-    "pulse done",
-    "stop third",
-    "stopped third",
-    "stop second",
-    "stopped second",
-    "stop first",
-    "stopped first",
-]
 CANCELLED_START = ["start first", "start second", "cancelled start second"]
 CUT_SECOND = [
     "pulse done",
