@@ -634,6 +634,42 @@ class Registry:
             )
         return plan
 
+    def _open_resource(
+        self, name: str, provided: Mapping[str, object]
+    ) -> Lifespan[ResourceMap]:
+        """Return a lifespan that starts only `name`, its dependencies given as values.
+
+        Each value in `provided` is passed on as it is, even a callable or a
+        context manager: it was started elsewhere (the pytest plugin's wider
+        scopes hold it).
+
+        Raises:
+            UnknownResourceError: When `name` is not registered.
+            GraphError: When a dependency of `name` is missing from `provided`.
+        """
+        resource = self._resources.get(name)
+        if resource is None:
+            raise self._unknown(name, "requested")
+        resources = {
+            dependency: create_resource(
+                dependency,
+                value,
+                depends=None,
+                timeouts=_NO_TIMEOUTS,
+                health_check=None,
+                kind="value",
+            )
+            for dependency, value in provided.items()
+        }
+        resources[name] = resource
+        return Lifespan(
+            build_plan(resources, (name,)),
+            build=ResourceMap,
+            concurrency=1,
+            defaults=self._defaults,
+            listeners=self._listeners,
+        )
+
     def _unknown(self, name: str, context: str) -> UnknownResourceError:
         close, listed = suggest(name, list(self._resources))
         return UnknownResourceError(
