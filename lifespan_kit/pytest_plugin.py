@@ -55,7 +55,10 @@ if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
 
 if TYPE_CHECKING:
     from anyio.abc import TestRunner
-    from anyio.streams.memory import MemoryObjectSendStream
+    from anyio.streams.memory import (
+        MemoryObjectReceiveStream,
+        MemoryObjectSendStream,
+    )
 
     from lifespan_kit._bundle import ResourceMap
 
@@ -299,6 +302,7 @@ def pytest_runtest_teardown(
         item.config.stash[_STATE].release_anyio(nextitem)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop what an interrupted run left, and the background loop."""
     session.config.stash[_STATE].close()
@@ -321,7 +325,7 @@ class _Layer:
 
     driver: _Driver
     level: int
-    host: _Host | None = None
+    host: _Host
     values: dict[str, object] = field(default_factory=dict[str, object])
     failures: dict[str, BaseException] = field(default_factory=dict[str, BaseException])
 
@@ -403,14 +407,13 @@ class _State:
             node.addfinalizer(lambda: _raise_all(self.stop_driver(driver)))
         return driver
 
-    def layer(
-        self, driver: _Driver, level: int, item: pytest.Item, registry: Registry
+    async def open_layer(
+        self, key: _LayerKey, driver: _Driver, node: pytest.Item | pytest.Collector
     ) -> _Layer:
-        node = _scope_node(item, level)
-        key = (id(driver), level, id(node), id(registry))
+        """Return the layer `key`, starting its host task on first use."""
         layer = self.layers.get(key)
         if layer is None:
-            layer = self.layers[key] = _Layer(driver, level)
+            layer = self.layers[key] = _Layer(driver, key[1], await _Host.spawn())
             node.addfinalizer(lambda: _raise_all(self._stop_layers([key])))
         return layer
 
@@ -440,9 +443,7 @@ class _State:
         ordered = sorted(enumerate(layers), key=lambda e: (-e[1][1].level, -e[0]))
         for _, (key, layer) in ordered:
             del self.layers[key]
-            host = layer.host
-            if host is not None:
-                errors.extend(layer.driver.run(host.stop))
+            errors.extend(layer.driver.run(layer.host.stop))
         return errors
 
     def close(self) -> None:
@@ -483,10 +484,13 @@ class _Test:
         return driver.run(resolve_all)
 
     async def _resolve(self, name: str, driver: _Driver) -> object:
-        layer = self._state.layer(driver, self._level(name), self._item, self._base)
-        if name in layer.values:
+        level = self._level(name)
+        node = _scope_node(self._item, level)
+        key = (id(driver), level, id(node), id(self._base))
+        layer = self._state.layers.get(key)
+        if layer is not None and name in layer.values:
             return layer.values[name]
-        if name in layer.failures:
+        if layer is not None and name in layer.failures:
             raise layer.failures[name]
         resource = self._registry[name]
         provided = {
@@ -495,8 +499,7 @@ class _Test:
             )
             for dependency in resource.dependencies
         }
-        if layer.host is None:
-            layer.host = await _Host.spawn()
+        layer = await self._state.open_layer(key, driver, node)
         lifespan = self._registry._open_resource(name, provided)  # pyright: ignore[reportPrivateUsage]
         try:
             started = await layer.host.start(lifespan)
@@ -544,15 +547,13 @@ def _overrides(
 
 
 def _node_level(node: object) -> int:
+    """The level of an override: the scope of the node its marker is on."""
     if isinstance(node, pytest.Item):
         return SCOPES.index("function")
     if isinstance(node, pytest.Class):
         return SCOPES.index("class")
-    if isinstance(node, pytest.Module):
-        return SCOPES.index("module")
-    if isinstance(node, pytest.Package):
-        return SCOPES.index("package")
-    return SCOPES.index("session")
+    # A module's, or a package's (kept per module: a narrower, safe choice).
+    return SCOPES.index("module")
 
 
 def _scope_node(item: pytest.Item, level: int) -> pytest.Item | pytest.Collector:
@@ -620,23 +621,21 @@ class _Host:
         await self._stopped.wait()
         return self._errors
 
-    async def _serve(self, receive: object) -> None:
-        from anyio.streams.memory import MemoryObjectReceiveStream
-
-        assert isinstance(receive, MemoryObjectReceiveStream)
-        requests = cast(
-            "MemoryObjectReceiveStream[tuple[Lifespan[ResourceMap], _Reply]]", receive
-        )
+    async def _serve(
+        self,
+        requests: MemoryObjectReceiveStream[tuple[Lifespan[ResourceMap], _Reply]],
+    ) -> None:
         opened: list[Lifespan[ResourceMap]] = []
         try:
-            async for lifespan, reply in requests:
-                try:
-                    reply.value = await lifespan.__aenter__()
-                    opened.append(lifespan)
-                except Exception as exc:
-                    reply.error = exc
-                finally:
-                    reply.done.set()
+            with requests:
+                async for lifespan, reply in requests:
+                    try:
+                        reply.value = await lifespan.__aenter__()
+                        opened.append(lifespan)
+                    except Exception as exc:
+                        reply.error = exc
+                    finally:
+                        reply.done.set()
         finally:
             cancelled: list[BaseException] = []
             for lifespan in reversed(opened):
@@ -645,6 +644,7 @@ class _Host:
                     self._errors.append(error)
                 elif error is not None:  # the loop is closing: go on stopping
                     cancelled.append(error)
+            self._send.close()
             self._stopped.set()
             if cancelled:
                 raise cancelled[0]

@@ -1,0 +1,697 @@
+"""The pytest plugin, driven from outside: sample projects run by `pytester`.
+
+Each sample project has a registry whose resources log every step to
+``events.log`` with the task that ran it, so the tests can check what started,
+what stopped, in which order, and that each resource entered and exited in
+one task.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from lifespan_kit import Registry
+from lifespan_kit.pytest_plugin import _Host  # a unit test of the host task
+
+pytest_plugins = ["pytester"]
+
+SAMPLE_APP = """
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+
+from lifespan_kit import Registry
+
+LOG = Path(__file__).with_name("events.log")
+
+
+def log(event: str) -> None:
+    with LOG.open("a") as file:
+        file.write(event + "\\n")
+
+
+def task_id() -> int:
+    return anyio.get_current_task().id
+
+
+registry = Registry()
+
+
+@registry.resource
+def settings() -> Iterator[dict[str, str]]:
+    log("settings up")
+    yield {"dsn": "real"}
+    log("settings down")
+
+
+@registry.resource
+async def db(settings: dict[str, str]) -> AsyncIterator[str]:
+    # Holds a task group across its yield: it must exit in the task it entered.
+    entered = task_id()
+    log("db up")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.sleep_forever)
+        yield f"db({settings['dsn']})"
+        tg.cancel_scope.cancel()
+    log("db down" + ("" if task_id() == entered else " IN ANOTHER TASK"))
+
+
+@registry.resource
+async def repo(db: str) -> AsyncIterator[str]:
+    log("repo up")
+    yield f"repo({db})"
+    log("repo down")
+
+
+@registry.resource
+def clock() -> Iterator[str]:
+    log("clock up")
+    yield "clock"
+    log("clock down")
+"""
+
+
+def events(pytester: pytest.Pytester) -> list[str]:
+    log = Path(pytester.path, "events.log")
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def project(pytester: pytest.Pytester, *ini_lines: str, app: str = SAMPLE_APP) -> None:
+    pytester.makepyfile(sample_app=app)
+    options = "\n".join(("lifespan_kit_registry = sample_app:registry", *ini_lines))
+    pytester.makeini(f"[pytest]\npythonpath = .\n{options}\n")
+
+
+def run(
+    pytester: pytest.Pytester, *args: str, plugin: str = "anyio"
+) -> pytest.RunResult:
+    """Run the sample project's tests with one async plugin: anyio or asyncio."""
+    other = "asyncio" if plugin == "anyio" else "anyio"
+    if plugin == "asyncio":
+        args = ("-o", "asyncio_default_fixture_loop_scope=function", *args)
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", plugin, "-p", f"no:{other}", *args
+    )
+
+
+ANYIO_TESTS = """
+import pytest
+
+
+def test_sync_first(clock):
+    assert clock == "clock"
+
+
+@pytest.fixture(params=["asyncio", "trio"], scope="module")
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.mark.anyio
+async def test_first(repo):
+    assert repo == "repo(db(real))"
+
+
+@pytest.mark.anyio
+async def test_second(repo, settings):
+    assert settings == {"dsn": "real"}
+"""
+
+
+def test_anyio_session_resources_start_once_per_backend_and_stop_in_reverse(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(test_sample=ANYIO_TESTS)
+    run(pytester).assert_outcomes(passed=5)
+    once = ["settings up", "db up", "repo up", "repo down", "db down", "settings down"]
+    # The sync test's clock comes from a background loop, kept for the session.
+    assert events(pytester) == ["clock up", *once, *once, "clock down"]
+
+
+def test_pytest_asyncio_session_loop_keeps_resources_for_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester, "asyncio_mode = strict")
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        def test_sync_first(clock):
+            assert clock == "clock"
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_first(repo):
+            assert repo == "repo(db(real))"
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_second(repo):
+            assert repo == "repo(db(real))"
+
+        def test_sync_last(clock):
+            assert clock == "clock"
+        """
+    )
+    run(pytester, plugin="asyncio").assert_outcomes(passed=4)
+    assert events(pytester) == [
+        "clock up",
+        "settings up",
+        "db up",
+        "repo up",
+        "repo down",
+        "db down",
+        "settings down",
+        "clock down",
+    ]
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_pytest_asyncio_function_loops_restart_what_the_loop_ends(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    project(pytester, f"asyncio_mode = {mode}")
+    marker = "@pytest.mark.asyncio" if mode == "strict" else ""
+    pytester.makepyfile(
+        test_sample=f"""
+        import pytest
+
+        {marker}
+        async def test_first(repo):
+            assert repo == "repo(db(real))"
+
+        {marker}
+        async def test_second(db):
+            assert db == "db(real)"
+        """
+    )
+    run(pytester, plugin="asyncio").assert_outcomes(passed=2)
+    assert events(pytester) == [
+        "settings up",
+        "db up",
+        "repo up",
+        "repo down",
+        "db down",
+        "settings down",
+        "settings up",
+        "db up",
+        "db down",
+        "settings down",
+    ]
+
+
+def test_session_fixture_holding_a_task_group_fails_without_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    # The baseline: pytest-asyncio runs a fixture's setup and teardown in two
+    # tasks, so a task group held across the yield cannot exit.
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.makepyfile(
+        test_sample="""
+        import anyio
+        import pytest
+        import pytest_asyncio
+
+        @pytest_asyncio.fixture(scope="session", loop_scope="session")
+        async def db():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.sleep_forever)
+                yield "db"
+                tg.cancel_scope.cancel()
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_uses_db(db):
+            assert db == "db"
+        """
+    )
+    result = run(pytester, plugin="asyncio")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*cancel scope*different task*"])
+
+
+def test_session_resource_holding_a_task_group_works_with_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester, "asyncio_mode = auto")
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_uses_db(db):
+            assert db == "db(real)"
+        """
+    )
+    run(pytester, plugin="asyncio").assert_outcomes(passed=1)
+    assert "db down" in events(pytester)
+
+
+OVERRIDE_TESTS = """
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"], scope="module")
+def anyio_backend(request):
+    return request.param
+
+
+async def test_before(repo):
+    assert repo == "repo(db(real))"
+
+
+@pytest.mark.lifespan_kit(db="fake-db")
+async def test_overridden(repo):
+    assert repo == "repo(fake-db)"
+
+
+async def test_after(repo):
+    assert repo == "repo(db(real))"
+"""
+
+
+def test_marker_override_restarts_dependents_for_that_test_only(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(test_sample=OVERRIDE_TESTS)
+    run(pytester, "-k", "asyncio").assert_outcomes(passed=3)
+    assert events(pytester) == [
+        "settings up",
+        "db up",
+        "repo up",
+        # test_overridden: a repo of its own on the fake db, stopped after it
+        "repo up",
+        "repo down",
+        # the session's repo was kept for test_after
+        "repo down",
+        "db down",
+        "settings down",
+    ]
+
+
+def test_override_does_not_start_what_only_the_replaced_resource_needed(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.mark.anyio
+        @pytest.mark.lifespan_kit(db="fake-db")
+        async def test_overridden(repo):
+            assert repo == "repo(fake-db)"
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+    assert "settings up" not in events(pytester)
+    assert "db up" not in events(pytester)
+
+
+def test_module_and_class_markers_and_the_fixture_override(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_module_override="""
+        import pytest
+
+        pytestmark = [pytest.mark.anyio, pytest.mark.lifespan_kit(db="module-db")]
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        async def test_module_level(repo):
+            assert repo == "repo(module-db)"
+
+        @pytest.mark.lifespan_kit(db="class-db")
+        class TestClassLevel:
+            async def test_class_level(self, repo):
+                assert repo == "repo(class-db)"
+
+            @pytest.mark.lifespan_kit(db="test-db")
+            async def test_closest_marker_wins(self, repo):
+                assert repo == "repo(test-db)"
+
+        """,
+        test_fixture_override="""
+        import pytest
+
+        pytestmark = [pytest.mark.anyio, pytest.mark.lifespan_kit(db="module-db")]
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.fixture
+        def lifespan_kit_overrides():
+            return {"db": "fixture-db"}
+
+        async def test_fixture_beats_markers(repo):
+            assert repo == "repo(fixture-db)"
+        """,
+    )
+    run(pytester).assert_outcomes(passed=4)
+    assert events(pytester).count("repo up") == 4
+    assert "db up" not in events(pytester)
+
+
+def test_registry_fixture_overrides_resources_for_a_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        conftest="""
+        import pytest
+        from sample_app import registry
+
+        @pytest.fixture(scope="session")
+        def lifespan_kit_registry():
+            return registry.override(settings={"dsn": "test"})
+        """,
+        test_sample="""
+        def test_sync(settings):
+            assert settings == {"dsn": "test"}
+        """,
+    )
+    run(pytester).assert_outcomes(passed=1)
+    assert events(pytester) == []
+
+
+def test_per_resource_scope_and_dependents_follow_it(pytester: pytest.Pytester) -> None:
+    project(pytester, "lifespan_kit_scopes =\n    db = function")
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.mark.anyio
+        @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+        @pytest.mark.parametrize("round", [1, 2])
+        async def test_repo(repo, round):
+            assert repo == "repo(db(real))"
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+    per_test = ["db up", "repo up", "repo down", "db down"]
+    assert events(pytester) == ["settings up", *per_test, *per_test, "settings down"]
+
+
+@pytest.mark.parametrize(("scope", "starts"), [("module", 2), ("package", 1)])
+def test_scope_stops_at_the_end_of_its_node(
+    pytester: pytest.Pytester, scope: str, starts: int
+) -> None:
+    project(pytester, f"lifespan_kit_scope = {scope}")
+    test = """
+        def test_clock(clock):
+            assert clock == "clock"
+
+        def test_clock_again(clock):
+            assert clock == "clock"
+    """
+    pytester.makepyfile(test_one=test, test_two=test)
+    run(pytester).assert_outcomes(passed=4)
+    assert events(pytester) == ["clock up", "clock down"] * starts
+
+
+FAILING_APP = """
+from collections.abc import AsyncIterator, Iterator
+
+from lifespan_kit import Registry
+
+registry = Registry()
+
+
+@registry.resource
+def healthy() -> Iterator[str]:
+    yield "healthy"
+
+
+@registry.resource
+async def broken(healthy: str) -> AsyncIterator[str]:
+    raise ConnectionRefusedError("database is down")
+    yield "never"
+
+
+@registry.resource
+def dependent(broken: str) -> str:
+    return "never"
+
+
+@registry.resource
+def leaky() -> Iterator[str]:
+    yield "leaky"
+    raise OSError("could not close")
+
+
+@registry.resource
+def leaky_too() -> Iterator[str]:
+    yield "leaky too"
+    raise OSError("could not close either")
+"""
+
+
+def test_failed_start_fails_only_the_tests_that_use_it(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester, app=FAILING_APP)
+    pytester.makepyfile(
+        test_sample="""
+        def test_healthy(healthy):
+            assert healthy == "healthy"
+
+        def test_broken(broken):
+            pass
+
+        def test_dependent(dependent):
+            pass
+
+        def test_healthy_again(healthy):
+            assert healthy == "healthy"
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*StartupError: Resource 'broken' failed during startup.*",
+            "*cause: ConnectionRefusedError: database is down*",
+        ]
+    )
+    assert result.stdout.str().count("ERROR at setup") == 2
+
+
+def test_teardown_failure_is_reported_once_at_the_end_of_its_scope(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester, "lifespan_kit_scope = module", app=FAILING_APP)
+    pytester.makepyfile(
+        test_sample="""
+        def test_one(leaky):
+            pass
+
+        def test_two(leaky):
+            pass
+
+        def test_three():
+            pass
+        """,
+        test_two_failures="""
+        def test_both(leaky, leaky_too):
+            pass
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_three*",
+            "*could not close*",
+            "*ERROR at teardown of test_both*",
+            "*2 lifespan_kit resources failed to stop*",
+        ]
+    )
+
+
+def test_prefix_and_bundle_fixture(pytester: pytest.Pytester) -> None:
+    app = SAMPLE_APP + textwrap.dedent(
+        """
+        from lifespan_kit import Bundle
+
+        class Resources(Bundle):
+            settings: dict[str, str]
+            clock: str
+        """
+    )
+    project(
+        pytester,
+        "lifespan_kit_prefix = res_",
+        "lifespan_kit_bundle = sample_app:Resources",
+        app=app,
+    )
+    pytester.makepyfile(
+        test_sample="""
+        from sample_app import Resources
+
+        def test_prefixed(res_clock):
+            assert res_clock == "clock"
+
+        def test_bundle(lifespan_kit_bundle):
+            assert isinstance(lifespan_kit_bundle, Resources)
+            assert lifespan_kit_bundle.clock == "clock"
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+    assert events(pytester) == [
+        "clock up",
+        "settings up",
+        "settings down",
+        "clock down",
+    ]
+
+
+def test_without_a_registry_the_plugin_adds_no_resource_fixtures(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_sample="""
+        def test_registry(lifespan_kit_registry):
+            pass
+
+        def test_bundle(lifespan_kit_bundle):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*no registry is configured*"])
+
+
+def test_bundle_fixture_without_a_bundle_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_sample="""
+        def test_bundle(lifespan_kit_bundle):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*no bundle is configured*"])
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("lifespan_kit_registry = sample_app", "*is not `module:attribute`*"),
+        ("lifespan_kit_registry = missing_module:registry", "*cannot import*"),
+        ("lifespan_kit_registry = sample_app:nothing", "*has no attribute 'nothing'*"),
+        ("lifespan_kit_registry = sample_app:log", "*not a lifespan_kit Registry*"),
+        ("lifespan_kit_bundle = sample_app:log", "*is not a Bundle subclass*"),
+        ("lifespan_kit_scope = forever", "*scope 'forever'*is not one of*"),
+        ("lifespan_kit_scopes = db", "*is not `name = scope`*"),
+        ("lifespan_kit_scopes = dbx = module", "*names 'dbx', which*"),
+    ],
+)
+def test_bad_configuration_is_a_usage_error(
+    pytester: pytest.Pytester, ini: str, message: str
+) -> None:
+    pytester.makepyfile(sample_app=SAMPLE_APP)
+    registry = (
+        ""
+        if ini.startswith("lifespan_kit_registry")
+        else ("lifespan_kit_registry = sample_app:registry\n")
+    )
+    pytester.makeini(f"[pytest]\npythonpath = .\n{registry}{ini}\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_bad_marker_and_unknown_override_name(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.mark.lifespan_kit("db")
+        def test_positional(clock):
+            pass
+
+        @pytest.mark.lifespan_kit(dbb="fake")
+        def test_typo(clock):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        ["E * takes resource names as keywords*", "*No resource is named 'dbb'*"]
+    )
+
+
+def test_async_test_without_an_async_plugin_is_told_what_to_mark(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_sample="""
+        async def test_unmarked(clock):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:asyncio", "-p", "no:anyio", "-W", "ignore"
+    )
+    result.stdout.fnmatch_lines(["*mark it `@pytest.mark.anyio`*"])
+
+
+def test_interrupted_run_still_stops_the_resources(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_sample=ANYIO_TESTS.replace("assert settings", "assert not settings")
+    )
+    run(pytester, "-x").assert_outcomes(passed=2, failed=1)
+    stopped = [event for event in events(pytester) if event.endswith("down")]
+    # The failing test's teardown already stopped asyncio's resources (trio's
+    # tests come next); the end of the interrupted session stops the rest.
+    assert stopped == ["repo down", "db down", "settings down", "clock down"]
+
+
+async def test_host_task_stops_its_resources_when_cancelled() -> None:
+    # When an event loop closes under a layer, its host task is cancelled:
+    # it still exits every lifespan it entered, then lets the cancellation go.
+    log: list[str] = []
+    registry = Registry()
+
+    @registry.resource
+    async def first() -> AsyncIterator[str]:
+        yield "first"
+        log.append("first down")
+
+    @registry.resource
+    async def second() -> AsyncIterator[str]:
+        yield "second"
+        log.append("second down")
+
+    send, receive = anyio.create_memory_object_stream[
+        "tuple[Lifespan[ResourceMap], _Reply]"
+    ](1)
+    host = _Host(send)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(host._serve, receive)
+        assert (await host.start(registry.lifespan()))[first] == "first"
+        await host.start(registry.override(first="other").lifespan())
+        tg.cancel_scope.cancel()
+    assert log == ["second down", "second down", "first down"]
