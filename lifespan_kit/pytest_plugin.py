@@ -117,9 +117,50 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = _read_settings(config)
     config.stash[_STATE] = _State(settings)
     if settings.registry is not None:
-        config.pluginmanager.register(
-            _fixture_plugin(settings), "lifespan_kit-resource-fixtures"
-        )
+        fixtures = _resource_fixtures(settings.registry, settings.prefix)
+        module = types.ModuleType("lifespan_kit.pytest_plugin.resource_fixtures")
+        module.__dict__.update(fixtures)
+        config.pluginmanager.register(module, "lifespan_kit-resource-fixtures")
+    manager = id(config.pluginmanager)
+    _PREFIXES[manager] = settings.prefix
+    for conftest in _PENDING_CONFTESTS.pop(manager, []):
+        _add_conftest_fixtures(conftest, settings.prefix)
+
+
+_PREFIXES: dict[int, str] = {}
+_PENDING_CONFTESTS: dict[int, list[types.ModuleType]] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_plugin_registered(
+    plugin: object, plugin_name: str | None, manager: pytest.PytestPluginManager
+) -> None:
+    """Give a conftest that sets ``lifespan_kit_registry`` its resource fixtures.
+
+    It runs before pytest reads the conftest's fixtures, so they are scoped to
+    the conftest's directory, like fixtures written there by hand.
+    """
+    registry = getattr(plugin, "lifespan_kit_registry", None)
+    if not (isinstance(plugin, types.ModuleType) and isinstance(registry, Registry)):
+        return
+    prefix = _PREFIXES.get(id(manager))
+    if prefix is None:  # an initial conftest: pytest is not configured yet
+        _PENDING_CONFTESTS.setdefault(id(manager), []).append(plugin)
+    else:
+        _add_conftest_fixtures(plugin, prefix)
+
+
+def _add_conftest_fixtures(conftest: types.ModuleType, prefix: str) -> None:
+    registry = conftest.lifespan_kit_registry
+    assert isinstance(registry, Registry)
+
+    @pytest.fixture(scope="session", name="lifespan_kit_registry")
+    def conftest_registry() -> Registry:
+        return registry
+
+    fixtures = _resource_fixtures(registry, prefix)
+    fixtures["_lifespan_kit_conftest_registry"] = conftest_registry
+    conftest.__dict__.update(fixtures)
 
 
 @dataclass(frozen=True)
@@ -271,24 +312,21 @@ def lifespan_kit_bundle(
     return create_bundle(bundle, dict(zip(names, values, strict=True)))
 
 
-def _fixture_plugin(settings: _Settings) -> object:
-    """Build the object whose attributes are the per-resource fixtures."""
-    assert settings.registry is not None
-    namespace: dict[str, object] = {}
-    for resource in settings.registry:
+def _resource_fixtures(registry: Registry, prefix: str) -> dict[str, object]:
+    """Build one fixture per resource, keyed by a name no one else uses."""
+    fixtures: dict[str, object] = {}
+    for resource in registry:
         name = resource.name
 
         def resource_fixture(_lifespan_kit_test: _Test, name: str = name) -> object:
             return _lifespan_kit_test.values((name,))[0]
 
         resource_fixture.__doc__ = f"The value of resource {name!r}."
-        fixture_name = f"{settings.prefix}{name}"
-        namespace[f"fixture_{fixture_name}"] = pytest.fixture(name=fixture_name)(
-            resource_fixture
-        )
-    module = types.ModuleType("lifespan_kit.pytest_plugin.resource_fixtures")
-    module.__dict__.update(namespace)
-    return module
+        fixture_name = f"{prefix}{name}"
+        fixtures[f"_lifespan_kit_fixture_{fixture_name}"] = pytest.fixture(
+            name=fixture_name
+        )(resource_fixture)
+    return fixtures
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -637,23 +675,18 @@ class _Host:
                     finally:
                         reply.done.set()
         finally:
-            cancelled: list[BaseException] = []
             for lifespan in reversed(opened):
                 error = await _exit(lifespan)
-                if isinstance(error, Exception):
+                if error is not None:
                     self._errors.append(error)
-                elif error is not None:  # the loop is closing: go on stopping
-                    cancelled.append(error)
             self._send.close()
             self._stopped.set()
-            if cancelled:
-                raise cancelled[0]
 
 
-async def _exit(lifespan: Lifespan[ResourceMap]) -> BaseException | None:
+async def _exit(lifespan: Lifespan[ResourceMap]) -> Exception | None:
     try:
         await lifespan.__aexit__(None, None, None)
-    except BaseException as exc:  # sorted out by the caller
+    except Exception as exc:  # reported at the end of the layer's scope
         return exc
     return None
 

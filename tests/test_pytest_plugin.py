@@ -695,3 +695,42 @@ async def test_host_task_stops_its_resources_when_cancelled() -> None:
         await host.start(registry.override(first="other").lifespan())
         tg.cancel_scope.cancel()
     assert log == ["second down", "second down", "first down"]
+
+
+def test_a_conftest_registry_gives_fixtures_to_its_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(sample_app=SAMPLE_APP)
+    pytester.makeini("[pytest]\npythonpath = .\nlifespan_kit_prefix = the_\n")
+    pytester.makeconftest(
+        """
+        from sample_app import registry
+
+        lifespan_kit_registry = registry.override(clock="root clock")
+        """
+    )
+    pytester.makepyfile(
+        test_root="""
+        def test_root(the_clock):
+            assert the_clock == "root clock"
+        """
+    )
+    sub = pytester.mkpydir("sub")
+    Path(sub, "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            from sample_app import registry
+
+            lifespan_kit_registry = registry.override(clock="sub clock")
+            """
+        )
+    )
+    Path(sub, "test_sub.py").write_text(
+        textwrap.dedent(
+            """
+            def test_sub(the_clock):
+                assert the_clock == "sub clock"
+            """
+        )
+    )
+    run(pytester).assert_outcomes(passed=2)
