@@ -337,7 +337,15 @@ def pytest_runtest_teardown(
     try:
         return (yield)
     finally:
-        item.config.stash[_STATE].release_anyio(nextitem)
+        state = item.config.stash[_STATE]
+        state.release_anyio(state.next_running(nextitem))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Number the tests, to look past the skipped ones quickly."""
+    state = session.config.stash[_STATE]
+    state.positions = {id(item): index for index, item in enumerate(session.items)}
+    state.items = session.items
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -385,6 +393,8 @@ class _State:
         self.settings = settings
         self.layers: dict[_LayerKey, _Layer] = {}
         self.drivers: list[_Driver] = []
+        self.items: list[pytest.Item] = []
+        self.positions: dict[int, int] = {}
 
     def driver_for(self, request: pytest.FixtureRequest) -> _Driver:
         item = request.node
@@ -454,6 +464,16 @@ class _State:
             layer = self.layers[key] = _Layer(driver, key[1], await _Host.spawn())
             node.addfinalizer(lambda: _raise_all(self._stop_layers([key])))
         return layer
+
+    def next_running(self, next_item: pytest.Item | None) -> pytest.Item | None:
+        """The next test that is not skipped by a plain ``skip`` marker."""
+        index = self.positions.get(id(next_item))
+        if index is None:
+            return next_item
+        for upcoming in self.items[index:]:
+            if upcoming.get_closest_marker("skip") is None:
+                return upcoming
+        return None
 
     def release_anyio(self, next_item: pytest.Item | None) -> None:
         params = getattr(getattr(next_item, "callspec", None), "params", {})

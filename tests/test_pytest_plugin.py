@@ -734,3 +734,28 @@ def test_a_conftest_registry_gives_fixtures_to_its_directory(
         )
     )
     run(pytester).assert_outcomes(passed=2)
+
+
+def test_skipped_tests_between_do_not_end_the_loop(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        skipped = pytest.mark.skip(reason="not on trio")
+
+        @pytest.fixture(params=["asyncio", pytest.param("trio", marks=skipped)])
+        def anyio_backend(request):
+            return request.param
+
+        @pytest.mark.anyio
+        async def test_first(repo):
+            pass
+
+        @pytest.mark.anyio
+        async def test_second(repo):
+            pass
+        """
+    )
+    run(pytester).assert_outcomes(passed=2, skipped=2)
+    assert events(pytester).count("repo up") == 1
