@@ -18,6 +18,7 @@ from examples.service.settings import Settings
 from lifespan_kit import Registry
 from tests.integrations.driver import open_client
 
+# --8<-- [start:registry]
 test_registry = Registry()
 test_registry.include(registry)
 
@@ -33,3 +34,4 @@ async def client(
 
 
 lifespan_kit_registry = test_registry
+# --8<-- [end:registry]

@@ -11,6 +11,7 @@ from examples.service.cache import Cache
 from examples.service.database import Database, open_sqlite
 
 
+# --8<-- [start:use]
 async def test_notes_round_trip(client: httpx.AsyncClient, cache: Cache) -> None:
     created = await client.post("/notes", json={"body": "from the plugin"})
     assert created.status_code == 201
@@ -34,6 +35,10 @@ async def test_client_and_db_share_one_database(
     assert notes[-1].body == "seen by the db fixture"
 
 
+# --8<-- [end:use]
+
+
+# --8<-- [start:override]
 async def empty_database() -> AsyncIterator[Database]:
     async with open_sqlite(":memory:") as database:
         yield database
@@ -48,6 +53,9 @@ async def test_override_gives_one_test_its_own_database(
     assert await db.list_notes() == []
     await client.post("/notes", json={"body": "only here"})
     assert [note.body for note in await db.list_notes()] == ["only here"]
+
+
+# --8<-- [end:override]
 
 
 async def test_the_session_database_is_back_after_the_override(

@@ -13,6 +13,7 @@ from examples.service.database import Database, PostgresDatabase
 from examples.service.settings import Settings
 
 
+# --8<-- [start:overrides-fixture]
 @pytest.fixture
 def lifespan_kit_overrides(postgres_dsn: str, redis_url: str) -> Mapping[str, object]:
     """Replace the settings, so the db and the cache open real servers."""
@@ -22,6 +23,9 @@ def lifespan_kit_overrides(postgres_dsn: str, redis_url: str) -> Mapping[str, ob
         app_name="lifespan-kit-plugin-test",
     )
     return {"settings": settings}
+
+
+# --8<-- [end:overrides-fixture]
 
 
 async def test_notes_on_postgres_and_redis(
