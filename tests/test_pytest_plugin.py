@@ -15,8 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from lifespan_kit import Registry
-from lifespan_kit.pytest_plugin import _Host  # a unit test of the host task
+from lifespan_kit import Lifespan, Registry, ResourceMap
+from lifespan_kit._pytest_layers import Host, Reply  # a unit test of the host task
 
 pytest_plugins = ["pytester"]
 
@@ -686,9 +686,9 @@ async def test_host_task_stops_its_resources_when_cancelled() -> None:
         log.append("second down")
 
     send, receive = anyio.create_memory_object_stream[
-        "tuple[Lifespan[ResourceMap], _Reply]"
+        tuple[Lifespan[ResourceMap], Reply]
     ](1)
-    host = _Host(send)
+    host = Host(send)
     async with anyio.create_task_group() as tg:
         tg.start_soon(host._serve, receive)
         assert (await host.start(registry.lifespan()))[first] == "first"
