@@ -28,6 +28,7 @@ import inspect
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,13 +144,17 @@ def test_section_has_a_fix(code: ErrorCode) -> None:
 
 @pytest.mark.parametrize("code", ERROR_CODES)
 def test_reproduction_raises_its_error(code: ErrorCode) -> None:
-    """Running a section's reproduction raises the error with that section's code."""
+    """A section's reproduction raises its error, whose message links to sections."""
     source = _first_python_block(SECTIONS[code])
     program = compile(source, f"<docs/errors.md#{code}>", "exec")
     with pytest.raises((LifespanKitError, ExceptionGroup)) as info:
         exec(program, {"__name__": f"errors_md_{code.replace('-', '_')}"})
     [error] = [e for e in _errors_raised(info.value) if e.code == code]
-    assert str(error).endswith(f"\n  docs: {DOCS_URL}#{code}")
+    links = re.findall(r"^ *docs: (\S+)$", str(error), re.MULTILINE)
+    assert links
+    assert {link.removeprefix(f"{DOCS_URL}#") for link in links} <= set(SECTIONS)
+    # A graph with several problems lists them, each with the link to its own code.
+    assert f"{DOCS_URL}#{code}" in links or isinstance(error, GraphError)
 
 
 @pytest.mark.parametrize("code", ERROR_CODES)
@@ -380,7 +385,8 @@ def _definitions(module_name: str) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
     for node, after in zip(tree.body, [*tree.body[1:], None], strict=True):
         if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            found.setdefault(node.name, ast.get_docstring(node))
+            # Overloads come first, without docstrings; the implementation has one.
+            found[node.name] = ast.get_docstring(node) or found.get(node.name)
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             doc = (
@@ -390,9 +396,7 @@ def _definitions(module_name: str) -> dict[str, str | None]:
                 and isinstance(after.value.value, str)
                 else None
             )
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    found[target.id] = doc
+            found.update({t.id: doc for t in targets if isinstance(t, ast.Name)})
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
             "lifespan_kit"
         ):
@@ -439,3 +443,105 @@ def test_public_module_has_a_reference_page(module: ModuleType) -> None:
     if module is lifespan_kit:
         listed = re.findall(r"^        - (\w+)$", text, re.MULTILINE)
         assert sorted(listed) == sorted(_public_names(module))
+
+
+# --- the examples in docstrings -------------------------------------------------
+
+PRELUDE = Path(__file__).resolve().parent / "docs_prelude.pyi"
+DOCSTRING_BLOCK = re.compile(
+    r"^(?P<indent> *)```python\n(?P<code>.*?)^(?P=indent)```$", re.MULTILINE | re.DOTALL
+)
+
+
+def _docstring_examples() -> list[tuple[str, str]]:
+    """Return (where, code) for each ``python`` block of a docstring in the package."""
+    examples: list[tuple[str, str]] = []
+    for path in sorted((ROOT / "lifespan_kit").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = [tree, *ast.walk(tree)]
+        for node in nodes:
+            if not isinstance(
+                node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+            ):
+                continue
+            doc = ast.get_docstring(node)
+            name = getattr(node, "name", "<module>")
+            examples.extend(
+                (f"{path.name}:{name}", textwrap.dedent(match["code"]))
+                for match in DOCSTRING_BLOCK.finditer(doc or "")
+            )
+    return list(dict.fromkeys(examples))  # the module is walked twice
+
+
+def _prelude_names() -> set[str]:
+    """Return every name docs_prelude.pyi provides."""
+    body = ast.parse(PRELUDE.read_text(encoding="utf-8")).body
+    defined = {
+        node.name
+        for node in body
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    annotated = {
+        node.target.id
+        for node in body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    imported = {
+        alias.asname
+        for node in body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+        if alias.asname is not None
+    }
+    return defined | annotated | imported
+
+
+def _with_prelude(code: str, provided: set[str]) -> str:
+    """Prefix `code` with imports of the prelude names it uses but does not bind."""
+    tree = ast.parse(code)
+    bound = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+    }
+    bound.update(
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    )
+    used = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    needed = sorted((used - bound) & provided)
+    imports = [f"from tests.docs_prelude import {name}" for name in needed]
+    if "lifespan_kit" in used - bound:
+        imports.append("import lifespan_kit.fastapi")
+    return "\n".join([*imports, _as_module(code)])
+
+
+DOCSTRING_EXAMPLES = _docstring_examples()
+
+
+def test_docstring_examples_type_check(tmp_path: Path) -> None:
+    """Every example in a docstring passes mypy strict, with the prelude's names."""
+    provided = _prelude_names()
+    files: dict[str, str] = {}
+    for number, (where, code) in enumerate(DOCSTRING_EXAMPLES):
+        path = tmp_path / f"docstring_example_{number}.py"
+        path.write_text(_with_prelude(code, provided), encoding="utf-8")
+        files[path.name] = where
+    command = [
+        *(sys.executable, "-m", "mypy", "--config-file", "pyproject.toml"),
+        *("--cache-dir", str(ROOT / ".mypy_cache" / "docs")),
+        *("--disable-error-code", "top-level-await"),
+        *sorted(str(tmp_path / name) for name in files),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    report = re.sub(
+        r"\S*(docstring_example_\d+\.py)", lambda m: files[m.group(1)], result.stdout
+    )
+    assert result.returncode == 0, report
