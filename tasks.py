@@ -137,7 +137,9 @@ def docs() -> None:
         sys.exit(2)
     ensure_venv("docs")
     strict = ["--strict"] if action == "build" else []
-    run(BIN / "mkdocs", action, *strict, *sys.argv[3:])
+    # Material for MkDocs prints a notice about its successor on every build.
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    run(BIN / "mkdocs", action, *strict, *sys.argv[3:], env=env)
 
 
 def bench() -> None:
