@@ -19,12 +19,18 @@ fence (invisible on the site) changes that:
 Modes combine: ``<!-- docs-test: continue, typecheck -->``. A block made only of
 ``--8<-- "examples/...:section"`` lines shows part of an example: it must
 resolve, and the example's own tests and lint run and check it.
+
+In ``console`` blocks, a ``$ lifespan-kit check`` or ``$ lifespan-kit graph``
+line followed by output is run, and must print exactly that output. The examples
+in the package's docstrings are type-checked with the names they assume taken
+from ``tests/docs_prelude.pyi``.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import re
 import subprocess
 import sys
@@ -545,3 +551,38 @@ def test_docstring_examples_type_check(tmp_path: Path) -> None:
         r"\S*(docstring_example_\d+\.py)", lambda m: files[m.group(1)], result.stdout
     )
     assert result.returncode == 0, report
+
+
+# --- command lines with their output -------------------------------------------
+
+
+def _cli_transcripts() -> list[tuple[str, list[str], str]]:
+    """Return (where, argv, output) for each `$ lifespan-kit check|graph` shown."""
+    transcripts: list[tuple[str, list[str], str]] = []
+    for page in PAGES:
+        name = page.relative_to(DOCS).as_posix()
+        for line, lang, _, body in _fenced(page.read_text(encoding="utf-8")):
+            if lang != "console":
+                continue
+            starts = [i for i, text in enumerate(body) if text.startswith("$ ")]
+            for start, end in itertools.pairwise([*starts, len(body)]):
+                argv = body[start].removeprefix("$ ").split()
+                output = "".join(f"{text}\n" for text in body[start + 1 : end])
+                if argv[:1] == ["lifespan-kit"] and argv[1:2] in (["check"], ["graph"]):
+                    transcripts.append((f"{name}:{line + start}", argv[1:], output))
+    return transcripts
+
+
+@pytest.mark.parametrize(
+    ("argv", "output"),
+    [
+        pytest.param(argv, output, id=where)
+        for where, argv, output in _cli_transcripts()
+    ],
+)
+def test_command_line_transcript_is_current(
+    argv: list[str], output: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `lifespan-kit check` or `graph` shown with its output prints that output."""
+    assert lifespan_kit.cli.main(argv) == 0
+    assert capsys.readouterr().out == output
