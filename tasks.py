@@ -1,10 +1,12 @@
-"""Project tasks that need nothing but Python: demo, test, lint, bench.
+"""Project tasks that need nothing but Python: demo, test, lint, docs, bench.
 
 Usage:
     python3 tasks.py demo        serve the example notes API on 127.0.0.1
     python3 tasks.py quickstart  run the quickstart example script
     python3 tasks.py test        run the whole test suite with branch coverage
     python3 tasks.py lint        ruff, mypy strict, pyright strict and verifytypes
+    python3 tasks.py docs build  build the documentation site (strict) into site/
+    python3 tasks.py docs serve  serve the documentation on http://127.0.0.1:8000
     python3 tasks.py bench       run the benchmarks in bench/
 
 Each task creates ``.venv`` on first use (or when pyproject.toml changes) and
@@ -122,6 +124,24 @@ def lint() -> None:
         )
 
 
+def docs() -> None:
+    """Build the documentation site strictly, or serve it with live reload.
+
+    ``build`` fails on any warning (a broken link, a missing snippet, an
+    undocumented reference); ``serve`` rebuilds on every change. Options after
+    the subcommand go to mkdocs, e.g. ``docs serve --dev-addr 127.0.0.1:8001``.
+    """
+    action = sys.argv[2] if len(sys.argv) > 2 else "build"
+    if action not in ("build", "serve"):
+        print("usage: python3 tasks.py docs [build|serve] [mkdocs options]")
+        sys.exit(2)
+    ensure_venv("docs")
+    strict = ["--strict"] if action == "build" else []
+    # Material for MkDocs prints a notice about its successor on every build.
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    run(BIN / "mkdocs", action, *strict, *sys.argv[3:], env=env)
+
+
 def bench() -> None:
     """Run the benchmarks and print their tables."""
     ensure_venv("test")
@@ -133,6 +153,7 @@ TASKS = {
     "quickstart": quickstart,
     "test": test,
     "lint": lint,
+    "docs": docs,
     "bench": bench,
 }
 

@@ -112,8 +112,8 @@ class ResourceMap(Mapping[str, object]):
     Example:
         ```python
         async with registry.lifespan() as resources:
-            db = resources[db_resource]  # typed as Database
-            same = resources["db"]  # typed as object
+            database = resources[db]  # by its handle: typed as Database
+            same = resources["db"]  # by name: typed as object
         ```
 
     Added in 0.1.

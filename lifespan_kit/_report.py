@@ -24,7 +24,16 @@ EventKind = Literal[
     "stop_failed",
 ]
 """The moments of a resource's life that listeners are told about ("failed": a
-background task stopped while the lifespan was running)."""
+background task stopped while the lifespan was running).
+
+Example:
+    ```python
+    def on_event(event: ResourceEvent) -> None:
+        kind: EventKind = event.kind
+        if kind in ("start_failed", "stop_failed", "failed"):
+            print(f"{event.resource_name}: {kind}: {event.error!r}")
+    ```
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +63,22 @@ class ResourceEvent:
 
 
 Listener = Callable[[ResourceEvent], None]
-"""A callable told about every `ResourceEvent`; it must not block."""
+"""A callable told about every `ResourceEvent`; it must not block.
+
+Example:
+    ```python
+    durations: dict[str, float] = {}
+
+
+    def record(event: ResourceEvent) -> None:
+        if event.kind == "started" and event.duration is not None:
+            durations[event.resource_name] = event.duration
+
+
+    listener: Listener = record
+    registry.add_listener(listener)
+    ```
+"""
 
 
 class Monitor:
@@ -135,6 +159,14 @@ class ResourceTiming:
         resource_name: The resource.
         began: When its factory was called.
         duration: How long its start took.
+
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        async with lifespan:
+            for timing in lifespan.report.timings.values():
+                print(timing.resource_name, timing.began, timing.ended)
+        ```
     """
 
     resource_name: str
@@ -158,9 +190,10 @@ class StartupReport:
 
     Example:
         ```python
-        async with registry.lifespan() as resources:
-            ...
-        print(lifespan.report)  # a table, then the critical path
+        lifespan = registry.lifespan(Resources)
+        async with lifespan:
+            print(lifespan.report)  # a table, then the critical path
+            print(lifespan.report.critical_path)  # ('settings', 'db')
         ```
 
     Added in 0.1.
@@ -220,6 +253,16 @@ class ResourceHealth(BaseModel):
         duration: Seconds the check took.
         error: Why it is unhealthy, as text.
 
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        async with lifespan:
+            report = await lifespan.health()
+            for name, health in report.resources.items():
+                duration = f"{health.duration * 1000:.1f} ms"
+                print(name, health.status, duration, health.error)
+        ```
+
     Added in 0.1.
     """
 
@@ -238,9 +281,11 @@ class HealthReport(BaseModel):
 
     Example:
         ```python
-        report = await lifespan.health()
-        if not report.is_healthy:
-            print(report.model_dump_json())
+        lifespan = registry.lifespan(Resources)
+        async with lifespan:
+            report = await lifespan.health()
+            if not report.is_healthy:
+                print(report.model_dump_json())
         ```
 
     Added in 0.1.

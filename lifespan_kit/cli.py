@@ -60,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
 
+    Example:
+        ```python
+        from lifespan_kit.cli import main
+
+        status = main(["check", "app:registry"])  # as `lifespan-kit check app:registry`
+        sys.exit(status)
+        ```
+
     Added in 0.1.
     """
     args = _parser().parse_args(argv)

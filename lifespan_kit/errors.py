@@ -74,6 +74,17 @@ __all__ = [
 ]
 
 DOCS_URL: Final = "https://lifespan-kit.readthedocs.io/en/latest/errors/"
+"""The error catalogue: each message ends with this URL, ``#`` and the error's code.
+
+It is the documentation site's ``site_url`` (in ``mkdocs.yml``) followed by
+``errors/``; a test keeps the two in step.
+
+Example:
+    ```python
+    error = StartupError("db")
+    assert str(error).endswith(f"docs: {DOCS_URL}#startup-failed")
+    ```
+"""
 
 ErrorCode = Literal[
     "already-running",
@@ -98,15 +109,41 @@ ErrorCode = Literal[
     "stop-timeout",
     "unknown-resource",
 ]
-"""Stable, documented identifiers of every error; each has a section in the docs."""
+"""Stable, documented identifiers of every error; each has a section in the docs.
+
+Example:
+    ```python
+    def is_worth_retrying(error: LifespanKitError) -> bool:
+        code: ErrorCode = error.code
+        return code in ("start-timeout", "startup-failed")
+    ```
+"""
 
 Phase = Literal["definition", "startup", "running", "shutdown"]
-"""The part of a resource's life in which an error happened."""
+"""The part of a resource's life in which an error happened.
+
+Example:
+    ```python
+    def describe(error: LifespanKitError) -> str:
+        phase: Phase = error.phase
+        return f"'{error.resource_name}' failed during {phase}"
+    ```
+"""
 
 LifespanNotRunCause = Literal[
     "mounted", "no-state", "not-entered", "no-lifespan", "other-bundle"
 ]
-"""Why a request found no resources: see `LifespanNotRunError.cause`."""
+"""Why a request found no resources: see `LifespanNotRunError.cause`.
+
+Example:
+    ```python
+    def explain(error: LifespanNotRunError) -> str:
+        cause: LifespanNotRunCause = error.cause
+        if cause == "not-entered":
+            return "use the test client as a context manager"
+        return str(error)
+    ```
+"""
 
 
 def _quote_all(names: Sequence[str]) -> str:
@@ -135,6 +172,16 @@ class LifespanKitError(Exception):
         phase: When the error happened.
         resource_name: The resource concerned, if any.
         dependency_path: Names from a requested resource down to this one.
+
+    Example:
+        ```python
+        try:
+            async with registry.lifespan(Resources) as resources:
+                await serve(resources)
+        except LifespanKitError as exc:
+            print(exc.code, exc.phase, exc.resource_name, exc.dependency_path)
+            raise
+        ```
     """
 
     code: ClassVar[ErrorCode]
@@ -177,14 +224,31 @@ class LifespanKitError(Exception):
 
 
 class LifespanKitWarning(UserWarning):
-    """Root of every warning emitted by lifespan_kit."""
+    """Root of every warning emitted by lifespan_kit.
+
+    Example:
+        ```python
+        import warnings
+
+        warnings.simplefilter("error", LifespanKitWarning)  # in a test suite's setup
+        ```
+    """
 
 
 # --- definition ---------------------------------------------------------------
 
 
 class DefinitionError(LifespanKitError):
-    """A declaration is wrong; it is reported before anything starts."""
+    """A declaration is wrong; it is reported before anything starts.
+
+    Example:
+        ```python
+        try:
+            registry.check(Resources)
+        except DefinitionError as exc:
+            print(exc)  # nothing was started
+        ```
+    """
 
     phase: Phase = "definition"
 
@@ -195,6 +259,16 @@ class DuplicateResourceError(DefinitionError, ValueError):
     Attributes:
         first: Where the resource already registered was defined.
         second: Where the new one was defined.
+
+    Example:
+        ```python
+        registry = Registry()
+        registry.add("answer", 42)
+        try:
+            registry.add("answer", 43)
+        except DuplicateResourceError as exc:
+            print(exc.first, exc.second)  # where each one was defined
+        ```
     """
 
     code: ClassVar[ErrorCode] = "duplicate-resource"
@@ -225,6 +299,16 @@ class MissingDependencyError(DefinitionError, LookupError):
         parameter: The factory parameter that asked for it.
         suggestions: Registered names close to `dependency_name`.
         available: Every registered name, when there are few of them.
+
+    Example:
+        ```python
+        try:
+            registry.check()
+        except GraphError as exc:
+            for problem in exc.problems:
+                if isinstance(problem, MissingDependencyError):
+                    print(problem.dependency_name, problem.suggestions)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "missing-dependency"
@@ -276,6 +360,16 @@ class DependencyCycleError(DefinitionError, ValueError):
 
     Attributes:
         cycle: The names around the circle; the first is repeated at the end.
+
+    Example:
+        ```python
+        try:
+            registry.check()
+        except GraphError as exc:
+            for problem in exc.problems:
+                if isinstance(problem, DependencyCycleError):
+                    print(" -> ".join(problem.cycle))  # a -> b -> a
+        ```
     """
 
     code: ClassVar[ErrorCode] = "dependency-cycle"
@@ -307,6 +401,14 @@ class InvalidFactoryError(DefinitionError, TypeError):
     Attributes:
         problem: What is wrong with it.
         remedy: What to change.
+
+    Example:
+        ```python
+        try:
+            registry.add("timer", lambda: 0.5, depends={"interval": "settings"})
+        except InvalidFactoryError as exc:
+            print(exc.problem)  # depends= names a parameter the factory does not have
+        ```
     """
 
     code: ClassVar[ErrorCode] = "invalid-factory"
@@ -336,6 +438,14 @@ class InvalidOptionError(DefinitionError, ValueError):
     Attributes:
         option: The option's name.
         problem: Why it was rejected.
+
+    Example:
+        ```python
+        try:
+            Registry(stop_timeout=-1)
+        except InvalidOptionError as exc:
+            assert exc.option == "stop_timeout"
+        ```
     """
 
     code: ClassVar[ErrorCode] = "invalid-option"
@@ -365,6 +475,17 @@ class InvalidBundleError(DefinitionError, TypeError):
 
     Attributes:
         found: A description of what was passed.
+
+    Example:
+        ```python
+        import importlib
+
+        bundle = getattr(importlib.import_module("app"), "Resources")
+        try:
+            lifespan = registry.lifespan(bundle)
+        except InvalidBundleError as exc:
+            print(exc.found)  # "an instance of ..." or "the class ..."
+        ```
     """
 
     code: ClassVar[ErrorCode] = "invalid-bundle"
@@ -392,6 +513,17 @@ class InvalidMainError(DefinitionError, TypeError):
         main: The function's name.
         problem: What is wrong with it.
         remedy: What to change.
+
+    Example:
+        ```python
+        import importlib
+
+        main = getattr(importlib.import_module("worker"), "main")
+        try:
+            status = lifespan_kit.run(main, registry)
+        except InvalidMainError as exc:
+            print(exc.problem, exc.remedy)  # e.g. main is not an async function
+        ```
     """
 
     code: ClassVar[ErrorCode] = "invalid-main"
@@ -414,6 +546,15 @@ class GraphError(DefinitionError, ValueError):
 
     Attributes:
         problems: Each problem found, as its own error with its own code.
+
+    Example:
+        ```python
+        try:
+            registry.check(Resources)
+        except GraphError as exc:
+            for problem in exc.problems:  # every problem, each with its own code
+                print(problem.code, problem.resource_name)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "invalid-graph"
@@ -439,6 +580,14 @@ class UnknownResourceError(LifespanKitError, LookupError):
         suggestions: Registered names close to the one asked for.
         available: Every registered name, when there are few of them.
         context: Where the name was used, for example "bundle field".
+
+    Example:
+        ```python
+        try:
+            registry["dbb"]
+        except UnknownResourceError as exc:
+            print(exc.suggestions)  # ('db',)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "unknown-resource"
@@ -481,6 +630,15 @@ class StartupError(LifespanKitError):
     """A resource failed to start; everything already started was stopped.
 
     The original exception is `__cause__`.
+
+    Example:
+        ```python
+        try:
+            async with registry.lifespan(Resources) as resources:
+                await serve(resources)
+        except StartupError as exc:  # everything that had started was stopped
+            print(f"{exc.resource_name} failed to start: {exc.__cause__!r}")
+        ```
     """
 
     code: ClassVar[ErrorCode] = "startup-failed"
@@ -503,6 +661,21 @@ class StartTimeoutError(StartupError, TimeoutError):
         timeout: The limit, in seconds.
         elapsed: How long the start ran, in seconds.
         blocked: True when a synchronous factory blocked the event loop.
+
+    Example:
+        ```python
+        @registry.resource(start_timeout=10)
+        async def broker(settings: Settings) -> str:
+            await anyio.sleep_forever()  # waits for a server that never answers
+            return settings.database_url
+
+
+        try:
+            async with registry.lifespan():
+                pass
+        except StartTimeoutError as exc:
+            print(exc.resource_name, exc.timeout, exc.elapsed, exc.blocked)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "start-timeout"
@@ -545,7 +718,16 @@ class StartTimeoutError(StartupError, TimeoutError):
 
 
 class NoYieldError(StartupError, RuntimeError):
-    """A generator factory finished without yielding its value."""
+    """A generator factory finished without yielding its value.
+
+    Example:
+        ```python
+        @registry.resource
+        async def primary_url(settings: Settings) -> AsyncIterator[str]:
+            if settings.database_url:  # nothing is yielded when it is empty
+                yield settings.database_url
+        ```
+    """
 
     code: ClassVar[ErrorCode] = "no-yield"
 
@@ -567,6 +749,18 @@ class DependencyTypeError(StartupError, TypeError):
         dependency_name: The resource that provided the value.
         expected: The annotated type's name.
         found: The value's type name.
+
+    Example:
+        ```python
+        @registry.resource
+        def port() -> str:
+            return "8000"
+
+
+        @registry.resource
+        def address(port: int) -> str:  # 'port' provides a str: DependencyTypeError
+            return f"0.0.0.0:{port}"
+        ```
     """
 
     code: ClassVar[ErrorCode] = "dependency-type"
@@ -611,6 +805,15 @@ class BundleTypeError(StartupError, TypeError):
         bundle: The bundle class name.
         expected: The field's type.
         found: The value's type name.
+
+    Example:
+        ```python
+        registry.add("port", "8000")
+
+
+        class Config(Bundle):
+            port: int  # the value is a str: BundleTypeError when the lifespan starts
+        ```
     """
 
     code: ClassVar[ErrorCode] = "bundle-type"
@@ -646,6 +849,17 @@ class BackgroundTaskError(LifespanKitError, RuntimeError):
 
     Attributes:
         returned: True when the task returned instead of raising.
+
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        try:
+            async with lifespan:
+                failure = await lifespan.wait_failed()  # the lifespan keeps running
+                print(failure.resource_name, failure.returned)
+        except BackgroundTaskError as exc:  # raised again once everything stopped
+            print(exc.__cause__)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "background-failed"
@@ -691,6 +905,16 @@ class ShutdownError(LifespanKitError):
     """A resource's teardown failed; the other teardowns still ran.
 
     The original exception is `__cause__`.
+
+    Example:
+        ```python
+        def report(event: ResourceEvent) -> None:
+            if event.kind == "stop_failed" and isinstance(event.error, ShutdownError):
+                print(event.resource_name, event.error.__cause__)
+
+
+        registry.add_listener(report)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "shutdown-failed"
@@ -714,6 +938,16 @@ class StopTimeoutError(ShutdownError, TimeoutError):
         elapsed: How long the teardown ran before it was cancelled.
         shortened_to: The shorter limit the shutdown was hurried to (a worker's
             second signal or shutdown deadline), or None.
+
+    Example:
+        ```python
+        def report(event: ResourceEvent) -> None:
+            if isinstance(event.error, StopTimeoutError):
+                print(f"{event.resource_name} hung for {event.error.elapsed:.1f}s")
+
+
+        registry.add_listener(report)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "stop-timeout"
@@ -758,7 +992,16 @@ class StopTimeoutError(ShutdownError, TimeoutError):
 
 
 class MultipleYieldError(ShutdownError, RuntimeError):
-    """A generator factory yielded a second time instead of finishing."""
+    """A generator factory yielded a second time instead of finishing.
+
+    Example:
+        ```python
+        @registry.resource
+        async def session() -> AsyncIterator[str]:
+            yield "first"
+            yield "second"  # MultipleYieldError at teardown: yield exactly once
+        ```
+    """
 
     code: ClassVar[ErrorCode] = "multiple-yields"
 
@@ -780,6 +1023,15 @@ class NotRunningError(LifespanKitError, RuntimeError):
 
     Attributes:
         action: What was attempted.
+
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        try:
+            print(lifespan.report)  # before the lifespan started
+        except NotRunningError as exc:
+            print(exc.action)
+        ```
     """
 
     code: ClassVar[ErrorCode] = "not-running"
@@ -815,6 +1067,18 @@ class LifespanNotRunError(NotRunningError):
         app: The class name of the app that served the request.
         expected: The bundle class asked for, if one was.
         found: The bundle class the running lifespan yields ("other-bundle").
+
+    Example:
+        ```python
+        @app.get("/notes")
+        async def list_notes(request: Request) -> list[str]:
+            try:
+                res = resources(request, Resources)
+            except LifespanNotRunError as exc:
+                print(exc.cause)  # "not-entered": a TestClient used without `with`
+                raise
+            return await res.db.fetch_notes()
+        ```
 
     Added in 0.1.
     """
@@ -904,7 +1168,19 @@ _NOT_RUN_FIXES: Final[dict[LifespanNotRunCause, str]] = {
 
 
 class AlreadyRunningError(LifespanKitError, RuntimeError):
-    """A lifespan object was entered while it was already running."""
+    """A lifespan object was entered while it was already running.
+
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        async with lifespan:
+            try:
+                async with lifespan:  # the same object, a second time
+                    pass
+            except AlreadyRunningError:
+                second = registry.lifespan(Resources)  # a new, independent one
+        ```
+    """
 
     code: ClassVar[ErrorCode] = "already-running"
     phase: Phase = "startup"

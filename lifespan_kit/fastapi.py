@@ -8,7 +8,10 @@ app = FastAPI(lifespan=lifespan_kit.starlette.lifespan(registry, Resources))
 async def list_notes(
     res: Annotated[Resources, Depends(lifespan_kit.fastapi.resources)],
     cache: Annotated[Cache, Depends(lifespan_kit.fastapi.resource(cache_resource))],
-) -> list[Note]: ...
+) -> list[str]:
+    notes = await res.db.fetch_notes()
+    await cache.set("notes", ",".join(notes))
+    return notes
 ```
 
 The dependencies are `async def`, so FastAPI calls them on the event loop

@@ -5,7 +5,8 @@ app = Starlette(routes=routes, lifespan=lifespan(registry, Resources))
 
 
 async def home(request: Request) -> Response:
-    db = resources(request, Resources).db  # typed as Database
+    database = resources(request, Resources).db  # typed as Database
+    return JSONResponse(await database.fetch_notes())
 ```
 
 The started resources travel in the ASGI lifespan state, the dictionary the
@@ -62,6 +63,18 @@ InnerLifespan = Callable[
 
 What it yields (a mapping or None) is added to the lifespan state, as a plain
 Starlette lifespan's would be.
+
+Example:
+    ```python
+    @asynccontextmanager
+    async def warm_up(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+        await resources.cache.set("started", "yes")  # after the resources started
+        yield  # before they stop
+
+
+    inner: InnerLifespan[FastAPI, Resources] = warm_up
+    app = FastAPI(lifespan=lifespan(registry, Resources, inner=inner))
+    ```
 """
 
 _STATE_KEY: Final = "lifespan_kit"
@@ -91,6 +104,13 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
     ``Starlette(lifespan=...)`` or ``FastAPI(lifespan=...)``. Each time an app
     runs it, a new [Lifespan][lifespan_kit.Lifespan] starts the resources, so
     one object may serve several apps, or several test clients, at once.
+
+    Example:
+        ```python
+        app_lifespan = lifespan(registry, Resources)
+        app = FastAPI(lifespan=app_lifespan)
+        print(app_lifespan.resource_names)  # what each run starts, in order
+        ```
 
     Added in 0.1.
     """
@@ -314,8 +334,10 @@ def resource(connection: HTTPConnection, key: Resource[ValueT] | str, /) -> obje
 
     Example:
         ```python
-        db = resource(request, db_resource)  # typed as Database
-        settings = resource(request, "settings")  # typed as object
+        async def greeting(request: Request) -> JSONResponse:
+            database = resource(request, db)  # by its handle: typed as Database
+            settings = resource(request, "settings")  # by name: typed as object
+            return JSONResponse({"greeting": await database.fetch_greeting()})
         ```
 
     Added in 0.1.

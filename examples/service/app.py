@@ -4,6 +4,7 @@ Run it with ``python3 tasks.py demo`` (or ``python -m examples.service``), or
 under any ASGI server as ``examples.service.app:app``.
 """
 
+# --8<-- [start:imports]
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,9 @@ from lifespan_kit.starlette import (
     lifespan,
 )
 
+# --8<-- [end:imports]
+
+# --8<-- [start:resources]
 registry = Registry(stop_timeout=5)
 
 
@@ -67,6 +71,10 @@ async def cache(settings: Settings) -> AsyncIterator[Cache]:
         yield redis_cache
 
 
+# --8<-- [end:resources]
+
+
+# --8<-- [start:bundle]
 class Resources(Bundle):
     """What the handlers use."""
 
@@ -78,8 +86,10 @@ class Resources(Bundle):
 # Handlers take the whole bundle, or one resource at a time.
 Res = Annotated[Resources, Depends(resources)]
 Db = Annotated[Database, Depends(resource(db))]
+# --8<-- [end:bundle]
 
 
+# --8<-- [start:handlers]
 class NewNote(BaseModel):
     """The body of a POST /notes request."""
 
@@ -127,6 +137,10 @@ async def delete_note(note_id: int, res: Res) -> None:
     await res.cache.delete(f"note:{note_id}")
 
 
+# --8<-- [end:handlers]
+
+
+# --8<-- [start:app]
 def create_app(
     app_registry: Registry = registry,
     *,
@@ -154,3 +168,4 @@ def create_app(
 
 
 app = create_app()
+# --8<-- [end:app]

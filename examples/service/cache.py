@@ -10,6 +10,7 @@ from typing import cast
 import redis.asyncio
 
 
+# --8<-- [start:memory]
 class MemoryCache:
     """Entries in a dictionary, each dropped once its time to live has passed."""
 
@@ -34,6 +35,9 @@ class MemoryCache:
 
     async def ping(self) -> None:
         """Always answers: the cache lives in this process."""
+
+
+# --8<-- [end:memory]
 
 
 class RedisCache:

@@ -101,6 +101,7 @@ class PostgresDatabase:
 Database = SqliteDatabase | PostgresDatabase
 
 
+# --8<-- [start:open_sqlite]
 @asynccontextmanager
 async def open_sqlite(path: str) -> AsyncIterator[SqliteDatabase]:
     """Open the SQLite database at `path`, creating the table; close it on exit."""
@@ -110,6 +111,9 @@ async def open_sqlite(path: str) -> AsyncIterator[SqliteDatabase]:
             " (id integer primary key autoincrement, body text not null)"
         )
         yield SqliteDatabase(connection)
+
+
+# --8<-- [end:open_sqlite]
 
 
 @asynccontextmanager

@@ -150,6 +150,7 @@ class JobQueue:
         self._connection.close()
 
 
+# --8<-- [start:resources]
 registry = Registry(stop_timeout=5)
 
 
@@ -171,6 +172,10 @@ async def queue(settings: Settings) -> AsyncIterator[JobQueue]:
         await anyio.to_thread.run_sync(jobs.close)
 
 
+# --8<-- [end:resources]
+
+
+# --8<-- [start:background]
 @registry.background
 async def requeuer(queue: JobQueue, settings: Settings) -> None:
     """Put back jobs that a worker claimed but never finished, forever."""
@@ -180,12 +185,19 @@ async def requeuer(queue: JobQueue, settings: Settings) -> None:
         await anyio.sleep(settings.stale_after / 2)
 
 
+# --8<-- [end:background]
+
+
+# --8<-- [start:bundle]
 class Resources(Bundle):
     """What the worker uses; the requeuer only needs to run."""
 
     settings: Settings
     queue: JobQueue
     requeuer: None
+
+
+# --8<-- [end:bundle]
 
 
 def count_words(payload: str) -> str:
@@ -196,6 +208,7 @@ def count_words(payload: str) -> str:
     return str(len(payload.split()))
 
 
+# --8<-- [start:main]
 async def main(resources: Resources) -> None:
     """Handle jobs until stopped (or until idle, with WORKER_EXIT_WHEN_IDLE)."""
     jobs, settings = resources.queue, resources.settings
@@ -216,6 +229,9 @@ async def main(resources: Resources) -> None:
             logger.info("Job %d done: %s word(s).", job.id, result)
 
 
+# --8<-- [end:main]
+
+
 class QueueOnly(Bundle):
     """Just the queue: enough to add jobs."""
 
@@ -228,9 +244,11 @@ async def enqueue(payloads: list[str]) -> list[int]:
         return [await resources.queue.enqueue(payload) for payload in payloads]
 
 
+# --8<-- [start:entrypoint]
 if __name__ == "__main__":
     if sys.argv[1:2] == ["enqueue"]:
         print(*anyio.run(enqueue, sys.argv[2:]))
     else:
         logging.basicConfig(level=logging.INFO)
         sys.exit(lifespan_kit.run(main, registry))
+# --8<-- [end:entrypoint]
