@@ -50,12 +50,45 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 Scope = Literal["session", "package", "module", "class", "function"]
-"""A pytest fixture scope."""
+"""A pytest fixture scope: how long a resource fixture's value lives.
 
-SCOPES: Final[tuple[Scope, ...]] = ("session", "package", "module", "class", "function")
-"""The scopes a resource fixture may have, widest first (pytest's own names)."""
+Example:
+    ```python
+    from lifespan_kit.pytest_plugin import Scope
+
+    scope: Scope = "module"  # as in `lifespan_kit_scopes = db = module`
+    ```
+"""
+
+SCOPES: Final[tuple[Scope, ...]] = (
+    "session",
+    "package",
+    "module",
+    "class",
+    "function",
+)
+"""Every scope, widest first: a resource lives no longer than its dependencies.
+
+Example:
+    ```python
+    from lifespan_kit.pytest_plugin import SCOPES
+
+    assert SCOPES.index("session") < SCOPES.index("function")
+    ```
+"""
 
 MARKER: Final = "lifespan_kit"
+"""The marker that replaces resources for a test, a class or a module.
+
+Example:
+    ```python
+    import pytest
+
+    @pytest.mark.lifespan_kit(clock="fixed")
+    def test_clock(clock: str) -> None:
+        assert clock == "fixed"
+    ```
+"""
 
 
 @dataclass(frozen=True)

@@ -212,12 +212,18 @@ def _import_object(path: str, option: str) -> object:
 def lifespan_kit_registry(pytestconfig: pytest.Config) -> Registry:
     """The registry the resource fixtures come from.
 
-    It is the one ``lifespan_kit_registry`` names. Override this fixture in a
-    ``conftest.py`` to replace resources for a whole directory::
+    It is the one the ``lifespan_kit_registry`` ini option (or conftest
+    variable) names. Override this fixture in a ``conftest.py`` to replace
+    resources for a whole directory.
+
+    Example:
+        ```python
+        import pytest
 
         @pytest.fixture(scope="session")
         def lifespan_kit_registry() -> Registry:
-            return registry.override(mailer=FakeMailer())
+            return registry.override(db=FakeDatabase())
+        ```
     """
     registry = pytestconfig.stash[_STATE].settings.registry
     if registry is None:
@@ -231,9 +237,21 @@ def lifespan_kit_registry(pytestconfig: pytest.Config) -> Registry:
 
 @pytest.fixture
 def lifespan_kit_overrides() -> Mapping[str, object]:
-    """Replacements for one test: override it to return ``{"db": FakeDatabase()}``.
+    """Replacements for each test that sees an override of this fixture.
 
-    They apply to the tests that see the override, like the marker on a test.
+    They apply like the ``lifespan_kit`` marker on a test, and beat markers;
+    the override may use other fixtures.
+
+    Example:
+        ```python
+        from collections.abc import Mapping
+
+        import pytest
+
+        @pytest.fixture
+        def lifespan_kit_overrides(tmp_path: object) -> Mapping[str, object]:
+            return {"db": FakeDatabase()}
+        ```
     """
     return {}
 
@@ -253,7 +271,16 @@ def _lifespan_kit_test(
 def lifespan_kit_bundle(
     request: pytest.FixtureRequest, _lifespan_kit_test: Resolver
 ) -> Bundle:
-    """The bundle class ``lifespan_kit_bundle`` names, with this test's resources."""
+    """The bundle class the ``lifespan_kit_bundle`` ini option names, filled.
+
+    Its resources are this test's, with its overrides.
+
+    Example:
+        ```python
+        def test_bundle(lifespan_kit_bundle: Resources) -> None:
+            assert lifespan_kit_bundle.db is not None
+        ```
+    """
     bundle = request.config.stash[_STATE].settings.bundle
     if bundle is None:
         message = (

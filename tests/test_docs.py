@@ -47,6 +47,7 @@ import lifespan_kit
 import lifespan_kit.cli
 import lifespan_kit.errors
 import lifespan_kit.fastapi
+import lifespan_kit.pytest_plugin
 import lifespan_kit.starlette
 from lifespan_kit.errors import DOCS_URL, ErrorCode, GraphError, LifespanKitError
 
@@ -375,6 +376,7 @@ PUBLIC_MODULES = (
     lifespan_kit.starlette,
     lifespan_kit.fastapi,
     lifespan_kit.cli,
+    lifespan_kit.pytest_plugin,
 )
 
 
