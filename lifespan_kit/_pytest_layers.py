@@ -242,8 +242,6 @@ class State:
         raise_all(errors)
 
     def stop_driver(self, driver: _Driver) -> list[BaseException]:
-        if driver not in self.drivers:
-            return []
         errors = self._stop_layers(
             [key for key, layer in self.layers.items() if layer.driver is driver]
         )
@@ -262,10 +260,8 @@ class State:
         return errors
 
     def close(self) -> None:
-        errors: list[BaseException] = []
-        for driver in list(self.drivers):
-            errors.extend(self.stop_driver(driver))
-        raise_all(errors)
+        """Give anyio's runner back; the other loops end with their scope nodes."""
+        self.release_anyio(None)
 
 
 class Resolver:

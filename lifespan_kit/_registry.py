@@ -647,9 +647,7 @@ class Registry:
             UnknownResourceError: When `name` is not registered.
             GraphError: When a dependency of `name` is missing from `provided`.
         """
-        resource = self._resources.get(name)
-        if resource is None:
-            raise self._unknown(name, "requested")
+        resource = self[name]
         resources = {
             dependency: create_resource(
                 dependency,

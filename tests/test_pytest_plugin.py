@@ -145,9 +145,6 @@ def test_pytest_asyncio_session_loop_keeps_resources_for_the_session(
         test_sample="""
         import pytest
 
-        def test_sync_first(clock):
-            assert clock == "clock"
-
         @pytest.mark.asyncio(loop_scope="session")
         async def test_first(repo):
             assert repo == "repo(db(real))"
@@ -160,16 +157,16 @@ def test_pytest_asyncio_session_loop_keeps_resources_for_the_session(
             assert clock == "clock"
         """
     )
-    run(pytester, plugin="asyncio").assert_outcomes(passed=4)
+    run(pytester, plugin="asyncio").assert_outcomes(passed=3)
     assert events(pytester) == [
-        "clock up",
         "settings up",
         "db up",
         "repo up",
+        "clock up",
+        "clock down",
         "repo down",
         "db down",
         "settings down",
-        "clock down",
     ]
 
 
@@ -183,6 +180,9 @@ def test_pytest_asyncio_function_loops_restart_what_the_loop_ends(
         test_sample=f"""
         import pytest
 
+        def test_sync_first(clock):
+            assert clock == "clock"
+
         {marker}
         async def test_first(repo):
             assert repo == "repo(db(real))"
@@ -192,8 +192,9 @@ def test_pytest_asyncio_function_loops_restart_what_the_loop_ends(
             assert db == "db(real)"
         """
     )
-    run(pytester, plugin="asyncio").assert_outcomes(passed=2)
+    run(pytester, plugin="asyncio").assert_outcomes(passed=3)
     assert events(pytester) == [
+        "clock up",
         "settings up",
         "db up",
         "repo up",
@@ -204,6 +205,7 @@ def test_pytest_asyncio_function_loops_restart_what_the_loop_ends(
         "db up",
         "db down",
         "settings down",
+        "clock down",
     ]
 
 
