@@ -1,10 +1,12 @@
 """One running resource: start it with a deadline, stop it cleanly, once.
 
-Each instance owns a cancel scope entered *before* its factory runs and exited
-*after* its teardown, so the scope nests properly around anything the factory
-opens (task groups, other cancel scopes). The scope carries the start deadline,
-then no deadline while running, then the stop deadline with a shield against
-outer cancellation. Start and stop must run in the same task.
+Each start runs in a cancel scope entered *before* its factory runs, so the
+scope nests properly around anything the factory opens (task groups, other
+cancel scopes). The scope carries the start deadline, then no deadline while
+running, then the stop deadline with a shield against outer cancellation. A
+resource that holds a scope open inside it owns it until its teardown ends;
+the others share their host task's scope (see `_host`). Start and stop must
+run in the same task.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import NoReturn, cast
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
+from typing import Any, NoReturn, cast
 
 import anyio
-from anyio.abc import AsyncBackend
 
 from lifespan_kit._background import BackgroundTask
+from lifespan_kit._host import Host, Scope, armed, disarm
 from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
 from lifespan_kit._resource import Resource, matches
 from lifespan_kit._types import AsyncContextManagerLike
@@ -32,7 +34,7 @@ from lifespan_kit.errors import (
     StopTimeoutError,
 )
 
-Teardown = Callable[[], Awaitable[None]]
+Teardown = Callable[[], Coroutine[Any, Any, None]]
 
 
 class StartAborted(Exception):  # noqa: N818  # a signal between modules, not an error
@@ -43,8 +45,8 @@ class Instance:
     """A resource being started, running or stopped by one lifespan."""
 
     __slots__ = (
-        "_backend",
         "_grace",
+        "_host",
         "_scope",
         "_stopping",
         "_teardown",
@@ -53,7 +55,6 @@ class Instance:
         "is_aborted",
         "monitor",
         "resource",
-        "shielded",
         "start_duration",
         "start_timeout",
         "stop_timeout",
@@ -67,27 +68,24 @@ class Instance:
         dependency_path: tuple[str, ...],
         start_timeout: float,
         stop_timeout: float,
-        shielded: bool,
         monitor: Monitor,
-        backend: type[AsyncBackend],
     ) -> None:
         self.resource = resource
-        # The running backend, looked up once per lifespan: anyio.CancelScope()
-        # and anyio.current_time() would look it up again on every call.
-        self._backend = backend
         self.dependency_path = dependency_path
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.shielded = shielded
         self.monitor = monitor
         self.is_aborted = False
         self.value: object = None
         self.began = 0.0
         self.start_duration: float | None = None
-        self._scope: anyio.CancelScope | None = None
+        # The scope of the start in progress, then the scope the resource owns.
+        self._scope: Scope | None = None
+        # The task that started the resource, until its teardown begins.
+        self._host: Host | None = None
         self._teardown: Teardown | None = None
         self._grace: float | None = None
-        self._stopping: anyio.CancelScope | None = None
+        self._stopping: Scope | None = None
 
     def abort(self) -> None:
         """Cancel the start in progress (or the one about to begin)."""
@@ -100,8 +98,10 @@ class Instance:
         if self._scope is not None:
             self._scope.shield = True
 
-    async def start(self, args: list[object], kwargs: dict[str, object]) -> object:
-        """Run the factory and return its value.
+    async def start(
+        self, args: list[object], kwargs: dict[str, object], host: Host
+    ) -> object:
+        """Run the factory in `host`'s task and return its value.
 
         Raises:
             StartupError: Or a subclass, naming this resource.
@@ -122,16 +122,26 @@ class Instance:
                 self.monitor.emit(ResourceEvent(name, "start_failed", error=type_error))
             raise
         self.began = began = time.perf_counter()
-        scope = self._scope = self._backend.create_cancel_scope(shield=self.shielded)
-        # Deadlines follow the event loop's clock (virtual under trio's MockClock).
-        clock_began = math.inf
-        if self.start_timeout != math.inf:
-            clock_began = self._backend.current_time()
-            scope.deadline = clock_began + self.start_timeout
-        scope.__enter__()
+        scope = self._scope = host.open_scope()
         try:
-            value = await self._enter(args, kwargs)
+            if self.resource.kind == "async_generator":
+                factory = cast("Callable[..., object]", self.resource.factory)
+                step = self._enter_async_generator(
+                    cast("AsyncGenerator[object, NoReturn]", factory(*args, **kwargs))
+                )
+            else:
+                step = self._enter(args, kwargs)
+            if self.start_timeout == math.inf:
+                clock_began = math.inf
+                value = await step
+            else:
+                # Deadlines follow the event loop's clock (virtual under trio's
+                # MockClock).
+                clock_began = host.current_time()
+                deadline = clock_began + self.start_timeout
+                value = await armed(step, scope, deadline)
         except BaseException as exc:
+            host.forget(scope)
             error = self._start_failure(scope, exc, time.perf_counter() - began)
             if error is None:
                 raise
@@ -141,11 +151,14 @@ class Instance:
             if self.monitor.is_active and not isinstance(error, StartAborted):
                 self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
             raise error from cause
-        scope.deadline = math.inf
+        disarm(scope)
         elapsed = time.perf_counter() - began
+        self._host = host
+        if not host.keeps(scope):
+            self._scope = None
         overran = (
             clock_began != math.inf
-            and self._backend.current_time() - clock_began > self.start_timeout
+            and host.current_time() - clock_began > self.start_timeout
         )
         if overran or scope.cancel_called:
             # The start overran: it blocked the event loop, or it swallowed the
@@ -170,7 +183,7 @@ class Instance:
         return value
 
     def _start_failure(
-        self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
+        self, scope: Scope, exc: BaseException, elapsed: float
     ) -> Exception | None:
         """Exit the scope and turn `exc` into the error to raise (None: re-raise)."""
         self._scope = None
@@ -310,30 +323,43 @@ class Instance:
         Returns:
             The teardown's failure, or None. Never raises for a failed teardown.
         """
-        scope, teardown = self._scope, self._teardown
-        self._scope = self._teardown = None
-        if scope is None:
+        host, scope, teardown = self._host, self._scope, self._teardown
+        self._host = self._scope = self._teardown = None
+        if host is None:
             return None
+        owned = scope is not None
+        if scope is None:
+            scope = host.open_scope()
+        else:
+            # The shared scope, if open, was entered inside this one.
+            host.close()
         name = self.resource.name
         if self.monitor.is_active:
             self.monitor.emit(ResourceEvent(name, "stopping"))
         scope.shield = True
-        timeout = self.stop_timeout if self._grace is None else self._grace
-        scope.deadline = (
-            math.inf if timeout == math.inf else self._backend.current_time() + timeout
-        )
         self._stopping = scope
         began = time.perf_counter()
         error: ShutdownError | None = None
+        timeout = self.stop_timeout if self._grace is None else self._grace
         try:
-            if teardown is not None:
+            if teardown is None:
+                pass
+            elif timeout == math.inf:
                 await teardown()
+            else:
+                deadline = host.current_time() + timeout
+                await armed(teardown(), scope, deadline)
         except BaseException as exc:
             self._stopping = None
-            error = self._stop_failure(scope, exc, time.perf_counter() - began)
+            error = self._stop_failure(
+                host, scope, exc, time.perf_counter() - began, owned=owned
+            )
         else:
             self._stopping = None
-            scope.__exit__(None, None, None)
+            disarm(scope)
+            if owned or scope.cancel_called:
+                host.forget(scope)
+                scope.__exit__(None, None, None)
             if scope.cancel_called:
                 # It ran past its deadline and swallowed the cancellation.
                 error = StopTimeoutError(
@@ -355,15 +381,29 @@ class Instance:
         return error
 
     def _stop_failure(
-        self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
+        self,
+        host: Host,
+        scope: Scope,
+        exc: BaseException,
+        elapsed: float,
+        *,
+        owned: bool,
     ) -> ShutdownError:
-        # Inside this shielded scope a cancellation can only be its deadline's,
-        # but anyio on asyncio declines to swallow it when an outer scope was
-        # cancelled meanwhile (it cannot tell that request from a native one).
-        timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
-            scope.cancel_called
-            and isinstance(exc, Exception | anyio.get_cancelled_exc_class())
-        )
+        timed_out = False
+        if owned or scope.cancel_called or not isinstance(exc, Exception):
+            # Leave the scope: the resource owned it, or its deadline spent it,
+            # or `exc` is about to propagate out of it.
+            host.forget(scope)
+            # Inside this shielded scope a cancellation can only be its
+            # deadline's, but anyio on asyncio declines to swallow it when an
+            # outer scope was cancelled meanwhile (it cannot tell that request
+            # from a native one).
+            timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
+                scope.cancel_called
+                and isinstance(exc, Exception | anyio.get_cancelled_exc_class())
+            )
+        else:
+            disarm(scope)
         if timed_out:
             error: ShutdownError = StopTimeoutError(
                 self.resource.name,

@@ -12,7 +12,6 @@ from typing import Generic, Literal, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import AsyncBackend
 
 from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
 from lifespan_kit._graph import Plan
@@ -84,6 +83,7 @@ class Lifespan(Generic[ResultT_co]):
         self._run: SequentialRun | ConcurrentRun | None = None
         self._monitor: Monitor | None = None
         self._began = 0.0
+        self._resolved: list[tuple[float, float]] | None = None
 
     @property
     def is_running(self) -> bool:
@@ -138,15 +138,24 @@ class Lifespan(Generic[ResultT_co]):
     async def _start(self) -> ResultT_co:
         monitor = self._monitor = Monitor(self._listeners)
         backend = anyio.lowlevel.current_token().backend_class
+        plan = self._plan
         instances = [
-            self._instance(position, monitor, backend)
-            for position in range(len(self._plan.resources))
+            Instance(
+                resource,
+                dependency_path=path,
+                start_timeout=start,
+                stop_timeout=stop,
+                monitor=monitor,
+            )
+            for resource, path, (start, stop) in zip(
+                plan.resources, plan.paths, self._timeouts(), strict=True
+            )
         ]
         run: SequentialRun | ConcurrentRun
         if self._concurrency == 1:
-            run = SequentialRun(self._plan, instances)
+            run = SequentialRun(self._plan, instances, backend)
         else:
-            run = ConcurrentRun(self._plan, instances, self._concurrency)
+            run = ConcurrentRun(self._plan, instances, backend, self._concurrency)
         self._run = run
         self._began = time.perf_counter()
         values = await run.start()
@@ -159,20 +168,14 @@ class Lifespan(Generic[ResultT_co]):
             await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
-    def _instance(
-        self, position: int, monitor: Monitor, backend: type[AsyncBackend]
-    ) -> Instance:
-        resource = self._plan.resources[position]
-        start, stop, _ = resource.timeouts.resolve(self._defaults)
-        return Instance(
-            resource,
-            dependency_path=self._plan.paths[position],
-            start_timeout=start,
-            stop_timeout=stop,
-            shielded=self._concurrency != 1,
-            monitor=monitor,
-            backend=backend,
-        )
+    def _timeouts(self) -> list[tuple[float, float]]:
+        """Each resource's start and stop timeouts, resolved on the first start."""
+        if self._resolved is None:
+            self._resolved = [
+                resource.timeouts.resolve(self._defaults)[:2]
+                for resource in self._plan.resources
+            ]
+        return self._resolved
 
     async def __aexit__(
         self,
