@@ -136,6 +136,21 @@ def armed(
         signal = coro.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+    return (yield from _relay(coro, signal, scope, deadline))
+
+
+def _relay(
+    coro: Coroutine[Any, Any, ResultT] | Generator[Any, Any, ResultT],
+    signal: object,
+    scope: Scope,
+    deadline: float,
+) -> Generator[Any, Any, ResultT]:
+    """Finish awaiting `coro`, which suspended on `signal`, under `deadline`.
+
+    The first step of an awaitable is taken by hand, to learn whether it
+    suspends at all; this passes `signal` on to the event loop, then relays
+    between the two until `coro` returns.
+    """
     if deadline < scope.deadline:
         scope.deadline = deadline
     while True:
@@ -154,6 +169,9 @@ def armed(
                 signal = coro.send(sent)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]  # as above
+
+
+resumed = types.coroutine(_relay)
 
 
 def disarm(scope: Scope) -> None:

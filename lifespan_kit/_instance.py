@@ -20,7 +20,7 @@ from typing import Any, NoReturn, cast
 import anyio
 
 from lifespan_kit._background import BackgroundTask
-from lifespan_kit._host import Host, Scope, armed, disarm
+from lifespan_kit._host import Host, Scope, armed, disarm, resumed
 from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
 from lifespan_kit._resource import Resource, matches
 from lifespan_kit._types import AsyncContextManagerLike
@@ -45,6 +45,7 @@ class Instance:
     """A resource being started, running or stopped by one lifespan."""
 
     __slots__ = (
+        "_agen",
         "_grace",
         "_host",
         "_scope",
@@ -84,6 +85,8 @@ class Instance:
         # The task that started the resource, until its teardown begins.
         self._host: Host | None = None
         self._teardown: Teardown | None = None
+        # An async generator factory's generator: it is its own teardown.
+        self._agen: AsyncGenerator[object, NoReturn] | None = None
         self._grace: float | None = None
         self._stopping: Scope | None = None
 
@@ -123,23 +126,21 @@ class Instance:
             raise
         self.began = began = time.perf_counter()
         scope = self._scope = host.open_scope()
+        # Deadlines follow the event loop's clock (virtual under trio's MockClock).
+        timeout = self.start_timeout
+        deadline = math.inf if timeout == math.inf else host.current_time() + timeout
+        suspended = True
         try:
             if self.resource.kind == "async_generator":
-                factory = cast("Callable[..., object]", self.resource.factory)
-                step = self._enter_async_generator(
-                    cast("AsyncGenerator[object, NoReturn]", factory(*args, **kwargs))
-                )
+                # Inline, as the common case: take the first step by hand, and
+                # await only if it suspended.
+                step, signal, suspended = self._first_step(args, kwargs)
+                if suspended:
+                    value = await self._next_step(step, signal, scope, deadline)
+                else:
+                    value = signal
             else:
-                step = self._enter(args, kwargs)
-            if self.start_timeout == math.inf:
-                clock_began = math.inf
-                value = await step
-            else:
-                # Deadlines follow the event loop's clock (virtual under trio's
-                # MockClock).
-                clock_began = host.current_time()
-                deadline = clock_began + self.start_timeout
-                value = await armed(step, scope, deadline)
+                value = await armed(self._enter(args, kwargs), scope, deadline)
         except BaseException as exc:
             host.forget(scope)
             error = self._start_failure(scope, exc, time.perf_counter() - began)
@@ -151,15 +152,13 @@ class Instance:
             if self.monitor.is_active and not isinstance(error, StartAborted):
                 self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
             raise error from cause
-        disarm(scope)
+        if suspended:
+            disarm(scope)
         elapsed = time.perf_counter() - began
         self._host = host
         if not host.keeps(scope):
             self._scope = None
-        overran = (
-            clock_began != math.inf
-            and host.current_time() - clock_began > self.start_timeout
-        )
+        overran = deadline != math.inf and host.current_time() > deadline
         if overran or scope.cancel_called:
             # The start overran: it blocked the event loop, or it swallowed the
             # cancellation and returned anyway. Undo it now, then report.
@@ -182,11 +181,50 @@ class Instance:
             self.monitor.emit(ResourceEvent(name, "started", duration=elapsed))
         return value
 
+    def _first_step(
+        self, args: list[object], kwargs: dict[str, object]
+    ) -> tuple[Coroutine[Any, Any, object], object, bool]:
+        """Call the async generator factory and step it until it first suspends.
+
+        Returns:
+            The step, then the value it yielded and False, or what it suspended
+            on and True.
+        """
+        factory = cast(
+            "Callable[..., AsyncGenerator[object, NoReturn]]", self.resource.factory
+        )
+        agen = self._agen = factory(*args, **kwargs)
+        step = agen.__anext__()
+        try:
+            signal = step.send(None)
+        except StopIteration as done:
+            return step, done.value, False
+        except StopAsyncIteration:
+            raise NoYieldError(
+                self.resource.name, dependency_path=self.dependency_path
+            ) from None
+        return step, signal, True
+
+    async def _next_step(
+        self,
+        step: Coroutine[Any, Any, object],
+        signal: object,
+        scope: Scope,
+        deadline: float,
+    ) -> object:
+        """Finish the async generator's first step, which suspended on `signal`."""
+        try:
+            return await resumed(step, signal, scope, deadline)
+        except StopAsyncIteration:
+            raise NoYieldError(
+                self.resource.name, dependency_path=self.dependency_path
+            ) from None
+
     def _start_failure(
         self, scope: Scope, exc: BaseException, elapsed: float
     ) -> Exception | None:
         """Exit the scope and turn `exc` into the error to raise (None: re-raise)."""
-        self._scope = None
+        self._scope = self._agen = None
         if not scope.__exit__(type(exc), exc, exc.__traceback__):
             if (
                 isinstance(exc, NoYieldError)
@@ -275,7 +313,7 @@ class Instance:
             raise NoYieldError(
                 self.resource.name, dependency_path=self.dependency_path
             ) from None
-        self._teardown = lambda: self._finish_async_generator(agen)
+        self._agen = agen
         return value
 
     def _first_yield(self, gen: Generator[object, NoReturn, object]) -> object:
@@ -287,13 +325,24 @@ class Instance:
             ) from None
 
     async def _finish_async_generator(
-        self, agen: AsyncGenerator[object, NoReturn]
+        self,
+        agen: AsyncGenerator[object, NoReturn],
+        step: Coroutine[Any, Any, object],
+        signal: object,
+        scope: Scope,
+        deadline: float,
     ) -> None:
+        """Finish the last step of `agen`, which suspended on `signal`."""
         try:
-            await agen.__anext__()
+            await resumed(step, signal, scope, deadline)
         except StopAsyncIteration:
             return
-        await agen.aclose()
+        await self._close_after_second_yield(agen, scope, deadline)
+
+    async def _close_after_second_yield(
+        self, agen: AsyncGenerator[object, NoReturn], scope: Scope, deadline: float
+    ) -> NoReturn:
+        await armed(agen.aclose(), scope, deadline)
         raise MultipleYieldError(self.resource.name)
 
     async def _finish_generator(self, gen: Generator[object, NoReturn, object]) -> None:
@@ -323,8 +372,13 @@ class Instance:
         Returns:
             The teardown's failure, or None. Never raises for a failed teardown.
         """
-        host, scope, teardown = self._host, self._scope, self._teardown
-        self._host = self._scope = self._teardown = None
+        host, scope, teardown, agen = (
+            self._host,
+            self._scope,
+            self._teardown,
+            self._agen,
+        )
+        self._host = self._scope = self._teardown = self._agen = None
         if host is None:
             return None
         owned = scope is not None
@@ -341,13 +395,22 @@ class Instance:
         began = time.perf_counter()
         error: ShutdownError | None = None
         timeout = self.stop_timeout if self._grace is None else self._grace
+        deadline = math.inf if timeout == math.inf else host.current_time() + timeout
         try:
-            if teardown is None:
-                pass
-            elif timeout == math.inf:
-                await teardown()
-            else:
-                deadline = host.current_time() + timeout
+            if agen is not None:
+                # As in `start`: the last step by hand, awaited only if it suspends.
+                step = agen.__anext__()
+                try:
+                    signal = step.send(None)
+                except StopAsyncIteration:
+                    pass
+                except StopIteration:
+                    await self._close_after_second_yield(agen, scope, deadline)
+                else:
+                    await self._finish_async_generator(
+                        agen, step, signal, scope, deadline
+                    )
+            elif teardown is not None:
                 await armed(teardown(), scope, deadline)
         except BaseException as exc:
             self._stopping = None
