@@ -94,17 +94,18 @@ class Host:
             scope.__enter__()
         return scope
 
-    def keeps(self, scope: Scope) -> bool:
+    def keeps(self, scope: Scope, *, is_cancelled: bool) -> bool:
         """Tell whether a resource just started in `scope` must own it from now on.
 
         It must when it holds a cancel scope (or a task group) open inside it,
-        or when the scope was cancelled. Otherwise the scope stays shared.
+        or when the scope was cancelled (`is_cancelled`). Otherwise the scope
+        stays shared.
         """
         innermost = self._innermost
         if innermost is None:
             # Found once the task has entered a scope (anyio keeps no state before).
             innermost = self._innermost = self._find_innermost()
-        if innermost() is scope and not scope.cancel_called:
+        if innermost() is scope and not is_cancelled:
             return False
         self.forget(scope)
         return True
@@ -248,6 +249,6 @@ def _trio_scopes() -> tuple[
         return functools.partial(read, task)
 
     def clock() -> Callable[[], float]:
-        return trio.current_time
+        return trio.lowlevel.current_clock().current_time
 
     return create, find_innermost, clock

@@ -152,17 +152,20 @@ class Instance:
             if self.monitor.is_active and not isinstance(error, StartAborted):
                 self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
             raise error from cause
+        # Only a start that suspended can have been cancelled (by its deadline
+        # or by `abort()`); the check is not free on trio.
+        swallowed = False
         if suspended:
             disarm(scope)
+            swallowed = scope.cancel_called
         elapsed = time.perf_counter() - began
         self._host = host
-        if not host.keeps(scope):
+        if not host.keeps(scope, is_cancelled=swallowed):
             self._scope = None
         overran = deadline != math.inf and host.current_time() > deadline
-        if overran or scope.cancel_called:
+        if overran or swallowed:
             # The start overran: it blocked the event loop, or it swallowed the
             # cancellation and returned anyway. Undo it now, then report.
-            swallowed = scope.cancel_called
             stop_error = await self.stop()
             if stop_error is not None:
                 log_stop_failure(stop_error)
@@ -390,12 +393,14 @@ class Instance:
         name = self.resource.name
         if self.monitor.is_active:
             self.monitor.emit(ResourceEvent(name, "stopping"))
-        scope.shield = True
+        if not scope.shield:
+            scope.shield = True
         self._stopping = scope
         began = time.perf_counter()
         error: ShutdownError | None = None
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
+        suspended = False
         try:
             if agen is not None:
                 # As in `start`: the last step by hand, awaited only if it suspends.
@@ -405,12 +410,15 @@ class Instance:
                 except StopAsyncIteration:
                     pass
                 except StopIteration:
+                    suspended = True
                     await self._close_after_second_yield(agen, scope, deadline)
                 else:
+                    suspended = True
                     await self._finish_async_generator(
                         agen, step, signal, scope, deadline
                     )
             elif teardown is not None:
+                suspended = True
                 await armed(teardown(), scope, deadline)
         except BaseException as exc:
             self._stopping = None
@@ -419,11 +427,18 @@ class Instance:
             )
         else:
             self._stopping = None
-            disarm(scope)
-            if owned or scope.cancel_called:
-                host.forget(scope)
+            timed_out = False
+            if owned:
                 scope.__exit__(None, None, None)
-            if scope.cancel_called:
+                timed_out = scope.cancel_called
+            elif suspended:
+                # A shared scope is never cancelled before a teardown begins.
+                disarm(scope)
+                timed_out = scope.cancel_called
+                if timed_out:
+                    host.forget(scope)
+                    scope.__exit__(None, None, None)
+            if timed_out:
                 # It ran past its deadline and swallowed the cancellation.
                 error = StopTimeoutError(
                     name,
