@@ -110,20 +110,24 @@ class Instance:
             StartupError: Or a subclass, naming this resource.
             StartAborted: When `abort()` cancelled the start.
         """
-        name = self.resource.name
-        if self.resource.kind == "value":
+        resource = self.resource
+        name = resource.name
+        if resource.kind == "value":
             self.start_duration = 0.0
             self.began = time.perf_counter()
-            self.value = self.resource.factory
+            self.value = resource.factory
             return self.value
         if self.monitor.is_active:
             self.monitor.emit(ResourceEvent(name, "starting"))
-        try:
-            self._check_arguments(args, kwargs)
-        except DependencyTypeError as type_error:
-            if self.monitor.is_active:
-                self.monitor.emit(ResourceEvent(name, "start_failed", error=type_error))
-            raise
+        if resource.dependencies:
+            try:
+                self._check_arguments(args, kwargs)
+            except DependencyTypeError as type_error:
+                if self.monitor.is_active:
+                    self.monitor.emit(
+                        ResourceEvent(name, "start_failed", error=type_error)
+                    )
+                raise
         self.began = began = time.perf_counter()
         scope = self._scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
@@ -131,7 +135,7 @@ class Instance:
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
         suspended = True
         try:
-            if self.resource.kind == "async_generator":
+            if resource.kind == "async_generator":
                 # Inline, as the common case: take the first step by hand, and
                 # await only if it suspended.
                 step, signal, suspended = self._first_step(args, kwargs)

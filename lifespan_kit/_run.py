@@ -94,12 +94,6 @@ class SequentialRun:
             started.append(instance)
         return values
 
-    async def _stop_one(self, instance: Instance) -> None:
-        error = await instance.stop()
-        if error is not None:
-            log_stop_failure(error)
-            self._stop_errors.append(error)
-
     async def stop(self) -> list[ShutdownError]:
         """Stop what started, in reverse order, and return the failures."""
         # Shield every scope up front: each teardown is then protected from
@@ -112,11 +106,16 @@ class SequentialRun:
         # Like an exit stack: every teardown runs, then the last exception
         # that is not a teardown failure propagates.
         escaped: BaseException | None = None
+        stop_errors = self._stop_errors
         for instance in reversed(started):
             try:
-                await self._stop_one(instance)
+                error = await instance.stop()
             except BaseException as exc:  # noqa: PERF203  # each teardown is awaited
                 escaped = exc
+            else:
+                if error is not None:
+                    log_stop_failure(error)
+                    stop_errors.append(error)
         self._host.close()
         if escaped is not None:
             raise escaped
