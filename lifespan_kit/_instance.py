@@ -90,6 +90,16 @@ class Instance:
         self._grace: float | None = None
         self._stopping: Scope | None = None
 
+    def reset(self, monitor: Monitor) -> None:
+        """Make a stopped (or never started) instance ready to start again."""
+        self.monitor = monitor
+        self.is_aborted = False
+        self.value = None
+        self.began = 0.0
+        self.start_duration = None
+        self._teardown = None
+        self._grace = None
+
     def abort(self) -> None:
         """Cancel the start in progress (or the one about to begin)."""
         self.is_aborted = True

@@ -83,7 +83,7 @@ class Lifespan(Generic[ResultT_co]):
         self._run: SequentialRun | ConcurrentRun | None = None
         self._monitor: Monitor | None = None
         self._began = 0.0
-        self._resolved: list[tuple[float, float]] | None = None
+        self._created: list[Instance] | None = None
 
     @property
     def is_running(self) -> bool:
@@ -138,19 +138,7 @@ class Lifespan(Generic[ResultT_co]):
     async def _start(self) -> ResultT_co:
         monitor = self._monitor = Monitor(self._listeners)
         backend = anyio.lowlevel.current_token().backend_class
-        plan = self._plan
-        instances = [
-            Instance(
-                resource,
-                dependency_path=path,
-                start_timeout=start,
-                stop_timeout=stop,
-                monitor=monitor,
-            )
-            for resource, path, (start, stop) in zip(
-                plan.resources, plan.paths, self._timeouts(), strict=True
-            )
-        ]
+        instances = self._instances(monitor)
         run: SequentialRun | ConcurrentRun
         if self._concurrency == 1:
             run = SequentialRun(self._plan, instances, backend)
@@ -168,14 +156,30 @@ class Lifespan(Generic[ResultT_co]):
             await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
-    def _timeouts(self) -> list[tuple[float, float]]:
-        """Each resource's start and stop timeouts, resolved on the first start."""
-        if self._resolved is None:
-            self._resolved = [
-                resource.timeouts.resolve(self._defaults)[:2]
-                for resource in self._plan.resources
+    def _instances(self, monitor: Monitor) -> list[Instance]:
+        """Return one instance per resource: made on the first start, then reset."""
+        instances = self._created
+        if instances is None:
+            plan = self._plan
+            instances = self._created = [
+                Instance(
+                    resource,
+                    dependency_path=path,
+                    start_timeout=timeouts[0],
+                    stop_timeout=timeouts[1],
+                    monitor=monitor,
+                )
+                for resource, path, timeouts in zip(
+                    plan.resources,
+                    plan.paths,
+                    (r.timeouts.resolve(self._defaults) for r in plan.resources),
+                    strict=True,
+                )
             ]
-        return self._resolved
+        else:
+            for instance in instances:
+                instance.reset(monitor)
+        return instances
 
     async def __aexit__(
         self,

@@ -14,6 +14,7 @@ import pytest
 from lifespan_kit import Registry
 from lifespan_kit import _host as host_module
 from lifespan_kit._host import Host, armed, scopes_for
+from lifespan_kit._lifespan import shorten_teardown
 from lifespan_kit.errors import StartTimeoutError, StopTimeoutError
 from tests.fakes import Recorder
 
@@ -288,3 +289,19 @@ async def test_unlimited_stop_timeout_sets_no_deadline(
     async with registry.lifespan(concurrency=concurrency):
         pass
     assert recorder.events == ["start slow", "stop slow"]
+
+
+async def test_a_shortened_teardown_does_not_carry_over_to_the_next_run(
+    concurrency: int | None,
+) -> None:
+    """Entering a lifespan again starts from the declared stop_timeout and no report."""
+    registry = Registry()
+    registry.add("slow", Recorder().generator("slow", stop_delay=0.05))
+    lifespan = registry.lifespan(concurrency=concurrency)
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup):
+        async with lifespan:
+            shorten_teardown(lifespan, 0.01)
+    with anyio.fail_after(5):
+        async with lifespan as resources:
+            assert resources["slow"] == "slow"
+            assert list(lifespan.report.timings) == ["slow"]
