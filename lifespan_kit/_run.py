@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 import anyio
 from anyio.abc import AsyncBackend, TaskGroup
@@ -23,10 +24,17 @@ if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import ExceptionGroup
 
 
+_NO_ARGS: Final[list[object]] = []
+_NO_KWARGS: Final[dict[str, object]] = {}
+
+
 def arguments(
     instance: Instance, values: dict[str, object]
 ) -> tuple[list[object], dict[str, object]]:
     """Collect the factory's positional and keyword arguments from `values`."""
+    if not instance.resource.dependencies:
+        # Shared, never mutated: factories receive them unpacked.
+        return _NO_ARGS, _NO_KWARGS
     args: list[object] = []
     kwargs: dict[str, object] = {}
     for dependency in instance.resource.dependencies:
