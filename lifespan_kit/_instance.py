@@ -15,7 +15,7 @@ import inspect
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, cast, final
 
 import anyio
 
@@ -39,6 +39,16 @@ Teardown = Callable[[], Coroutine[Any, Any, None]]
 
 class StartAborted(Exception):  # noqa: N818  # a signal between modules, not an error
     """The orchestrator cancelled this start because another one failed."""
+
+
+@final
+class Later:
+    """A start that has to wait: the caller awaits `step` for the outcome."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Coroutine[Any, Any, object]) -> None:
+        self.step = step
 
 
 class Instance:
@@ -111,92 +121,142 @@ class Instance:
         if self._scope is not None:
             self._scope.shield = True
 
-    async def start(
+    def start_at_once(
         self, args: list[object], kwargs: dict[str, object], host: Host
     ) -> object:
-        """Run the factory in `host`'s task and return its value.
+        """Start the resource without awaiting, if it never has to wait.
+
+        Returns:
+            Its value; or, when the start has to wait, a `Later` whose step
+            the caller awaits at once, in this task, for the value.
 
         Raises:
             StartupError: Or a subclass, naming this resource.
             StartAborted: When `abort()` cancelled the start.
         """
         resource = self.resource
-        name = resource.name
         if resource.kind == "value":
             self.start_duration = 0.0
             self.began = time.perf_counter()
             self.value = resource.factory
             return self.value
         if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(name, "starting"))
+            self.monitor.emit(ResourceEvent(resource.name, "starting"))
         if resource.dependencies:
             try:
                 self._check_arguments(args, kwargs)
             except DependencyTypeError as type_error:
                 if self.monitor.is_active:
                     self.monitor.emit(
-                        ResourceEvent(name, "start_failed", error=type_error)
+                        ResourceEvent(resource.name, "start_failed", error=type_error)
                     )
                 raise
-        self.began = began = time.perf_counter()
+        self.began = time.perf_counter()
         scope = self._scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
         timeout = self.start_timeout
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
-        suspended = True
+        if resource.kind != "async_generator":
+            return Later(self._start_later(args, kwargs, host, scope, deadline))
+        # The common case, inline: take the generator's first step by hand,
+        # and await only if it suspends.
         try:
-            if resource.kind == "async_generator":
-                # Inline, as the common case: take the first step by hand, and
-                # await only if it suspended.
-                step, signal, suspended = self._first_step(args, kwargs)
-                if suspended:
-                    value = await self._next_step(step, signal, scope, deadline)
-                else:
-                    value = signal
-            else:
-                value = await armed(self._enter(args, kwargs), scope, deadline)
+            step, signal, suspended = self._first_step(args, kwargs)
         except BaseException as exc:
-            host.forget(scope)
-            error = self._start_failure(scope, exc, time.perf_counter() - began)
-            if error is None:
-                raise
-            cause = _cause(error, exc)
-            # Set the cause before listeners see the error, as `raise from` would.
-            error.__cause__ = cause
-            if self.monitor.is_active and not isinstance(error, StartAborted):
-                self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
-            raise error from cause
+            self._raise_start_failure(host, scope, exc)
+        if suspended:
+            return Later(self._finish_first_step(step, signal, host, scope, deadline))
+        return self._settle_start(host, scope, signal, deadline, swallowed=False)
+
+    async def _start_later(
+        self,
+        args: list[object],
+        kwargs: dict[str, object],
+        host: Host,
+        scope: Scope,
+        deadline: float,
+    ) -> object:
+        try:
+            value = await armed(self._enter(args, kwargs), scope, deadline)
+        except BaseException as exc:
+            self._raise_start_failure(host, scope, exc)
+        return await self._settle_suspended_start(host, scope, value, deadline)
+
+    async def _finish_first_step(
+        self,
+        step: Coroutine[Any, Any, object],
+        signal: object,
+        host: Host,
+        scope: Scope,
+        deadline: float,
+    ) -> object:
+        """Finish the async generator's first step, which suspended on `signal`."""
+        try:
+            try:
+                value = await resumed(step, signal, scope, deadline)
+            except StopAsyncIteration:
+                raise NoYieldError(
+                    self.resource.name, dependency_path=self.dependency_path
+                ) from None
+        except BaseException as exc:
+            self._raise_start_failure(host, scope, exc)
+        return await self._settle_suspended_start(host, scope, value, deadline)
+
+    async def _settle_suspended_start(
+        self, host: Host, scope: Scope, value: object, deadline: float
+    ) -> object:
         # Only a start that suspended can have been cancelled (by its deadline
         # or by `abort()`); the check is not free on trio.
-        swallowed = False
-        if suspended:
-            disarm(scope)
-            swallowed = scope.cancel_called
-        elapsed = time.perf_counter() - began
+        disarm(scope)
+        result = self._settle_start(
+            host, scope, value, deadline, swallowed=scope.cancel_called
+        )
+        if type(result) is Later:
+            return await result.step
+        return result
+
+    def _settle_start(
+        self,
+        host: Host,
+        scope: Scope,
+        value: object,
+        deadline: float,
+        *,
+        swallowed: bool,
+    ) -> object:
+        """Record a start that returned; return its value, or a Later to undo it."""
+        elapsed = time.perf_counter() - self.began
         self._host = host
         if not host.keeps(scope, is_cancelled=swallowed):
             self._scope = None
-        overran = deadline != math.inf and host.current_time() > deadline
-        if overran or swallowed:
-            # The start overran: it blocked the event loop, or it swallowed the
-            # cancellation and returned anyway. Undo it now, then report.
-            stop_error = await self.stop()
-            if stop_error is not None:
-                log_stop_failure(stop_error)
-            if swallowed and self.is_aborted:
-                raise StartAborted
-            raise StartTimeoutError(
-                name,
-                timeout=self.start_timeout,
-                elapsed=elapsed,
-                blocked=not swallowed,
-                dependency_path=self.dependency_path,
-            )
+        if swallowed or (deadline != math.inf and host.current_time() > deadline):
+            return Later(self._undo_overrun(elapsed, swallowed=swallowed))
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(name, "started", duration=elapsed))
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "started", duration=elapsed)
+            )
         return value
+
+    async def _undo_overrun(self, elapsed: float, *, swallowed: bool) -> NoReturn:
+        """Undo a start that overran, then report it.
+
+        It blocked the event loop, or it swallowed the cancellation and returned
+        anyway.
+        """
+        stop_error = await self.stop()
+        if stop_error is not None:
+            log_stop_failure(stop_error)
+        if swallowed and self.is_aborted:
+            raise StartAborted
+        raise StartTimeoutError(
+            self.resource.name,
+            timeout=self.start_timeout,
+            elapsed=elapsed,
+            blocked=not swallowed,
+            dependency_path=self.dependency_path,
+        )
 
     def _first_step(
         self, args: list[object], kwargs: dict[str, object]
@@ -222,20 +282,22 @@ class Instance:
             ) from None
         return step, signal, True
 
-    async def _next_step(
-        self,
-        step: Coroutine[Any, Any, object],
-        signal: object,
-        scope: Scope,
-        deadline: float,
-    ) -> object:
-        """Finish the async generator's first step, which suspended on `signal`."""
-        try:
-            return await resumed(step, signal, scope, deadline)
-        except StopAsyncIteration:
-            raise NoYieldError(
-                self.resource.name, dependency_path=self.dependency_path
-            ) from None
+    def _raise_start_failure(
+        self, host: Host, scope: Scope, exc: BaseException
+    ) -> NoReturn:
+        """Leave the scope and raise the error that `exc` stands for."""
+        host.forget(scope)
+        error = self._start_failure(scope, exc, time.perf_counter() - self.began)
+        if error is None:
+            raise exc
+        cause = _cause(error, exc)
+        # Set the cause before listeners see the error, as `raise from` would.
+        error.__cause__ = cause
+        if self.monitor.is_active and not isinstance(error, StartAborted):
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "start_failed", error=error)
+            )
+        raise error from cause
 
     def _start_failure(
         self, scope: Scope, exc: BaseException, elapsed: float

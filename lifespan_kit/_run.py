@@ -16,7 +16,7 @@ from anyio.abc import AsyncBackend, TaskGroup
 
 from lifespan_kit._graph import Plan
 from lifespan_kit._host import Host
-from lifespan_kit._instance import Instance, StartAborted
+from lifespan_kit._instance import Instance, Later, StartAborted
 from lifespan_kit._report import log_stop_failure, logger
 from lifespan_kit.errors import ShutdownError
 
@@ -88,9 +88,9 @@ class SequentialRun:
         for instance in self.instances:
             args, kwargs = arguments(instance, values)
             try:
-                values[instance.resource.name] = await instance.start(
-                    args, kwargs, host
-                )
+                value = instance.start_at_once(args, kwargs, host)
+                if type(value) is Later:
+                    value = await value.step
             except BaseException as exc:
                 stop_errors = await self.stop()
                 if not isinstance(exc, Exception):
@@ -99,6 +99,7 @@ class SequentialRun:
                 if error is exc:
                     raise
                 raise error from None
+            values[instance.resource.name] = value
             started.append(instance)
         return values
 
@@ -250,7 +251,9 @@ class ConcurrentRun:
             instance = self.instances[position]
             args, kwargs = arguments(instance, self.values)
             try:
-                await instance.start(args, kwargs, host)
+                started = instance.start_at_once(args, kwargs, host)
+                if type(started) is Later:
+                    await started.step
             except StartAborted:
                 self._running -= 1
                 break
