@@ -15,7 +15,7 @@ import inspect
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
-from typing import Any, NoReturn, cast, final
+from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
 
@@ -34,6 +34,7 @@ from lifespan_kit.errors import (
     StopTimeoutError,
 )
 
+ResultT = TypeVar("ResultT")
 Teardown = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -42,12 +43,12 @@ class StartAborted(Exception):  # noqa: N818  # a signal between modules, not an
 
 
 @final
-class Later:
-    """A start that has to wait: the caller awaits `step` for the outcome."""
+class Later(Generic[ResultT]):
+    """A start or stop that has to wait: the caller awaits `step` for the outcome."""
 
     __slots__ = ("step",)
 
-    def __init__(self, step: Coroutine[Any, Any, object]) -> None:
+    def __init__(self, step: Awaitable[ResultT]) -> None:
         self.step = step
 
 
@@ -212,7 +213,7 @@ class Instance:
             host, scope, value, deadline, swallowed=scope.cancel_called
         )
         if type(result) is Later:
-            return await result.step
+            return await cast("Later[object]", result).step
         return result
 
     def _settle_start(
@@ -451,6 +452,18 @@ class Instance:
         Returns:
             The teardown's failure, or None. Never raises for a failed teardown.
         """
+        result = self.stop_at_once()
+        if isinstance(result, Later):
+            return await result.step
+        return result
+
+    def stop_at_once(self) -> ShutdownError | Later[ShutdownError | None] | None:
+        """Stop the resource without awaiting, if its teardown never has to wait.
+
+        Returns:
+            What `stop` returns; or, when the teardown has to wait, a `Later`
+            whose step the caller awaits at once, in this task, for that.
+        """
         host, scope, teardown, agen = (
             self._host,
             self._scope,
@@ -466,69 +479,102 @@ class Instance:
         else:
             # The shared scope, if open, was entered inside this one.
             host.close()
-        name = self.resource.name
         if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(name, "stopping"))
+            self.monitor.emit(ResourceEvent(self.resource.name, "stopping"))
         if not scope.shield:
             scope.shield = True
         self._stopping = scope
         began = time.perf_counter()
-        error: ShutdownError | None = None
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
-        suspended = False
-        try:
-            if agen is not None:
-                # As in `start`: the last step by hand, awaited only if it suspends.
-                step = agen.__anext__()
-                try:
-                    signal = step.send(None)
-                except StopAsyncIteration:
-                    pass
-                except StopIteration:
-                    suspended = True
-                    await self._close_after_second_yield(agen, scope, deadline)
-                else:
-                    suspended = True
-                    await self._finish_async_generator(
-                        agen, step, signal, scope, deadline
-                    )
-            elif teardown is not None:
-                suspended = True
-                await armed(teardown(), scope, deadline)
-        except BaseException as exc:
-            self._stopping = None
-            error = self._stop_failure(
-                host, scope, exc, time.perf_counter() - began, owned=owned
-            )
+        rest: Awaitable[None]
+        if agen is None:
+            if teardown is None:
+                return self._stopped(host, scope, began, owned=owned, suspended=False)
+            rest = armed(teardown(), scope, deadline)
         else:
-            self._stopping = None
-            timed_out = False
-            if owned:
-                scope.__exit__(None, None, None)
-                timed_out = scope.cancel_called
-            elif suspended:
-                # A shared scope is never cancelled before a teardown begins.
-                disarm(scope)
-                timed_out = scope.cancel_called
-                if timed_out:
-                    host.forget(scope)
-                    scope.__exit__(None, None, None)
+            # As in `start_at_once`: the last step by hand, awaited only if it
+            # suspends.
+            step = agen.__anext__()
+            try:
+                signal = step.send(None)
+            except StopAsyncIteration:
+                return self._stopped(host, scope, began, owned=owned, suspended=False)
+            except StopIteration:
+                rest = self._close_after_second_yield(agen, scope, deadline)
+            except BaseException as exc:
+                return self._stop_failed(host, scope, exc, began, owned=owned)
+            else:
+                rest = self._finish_async_generator(agen, step, signal, scope, deadline)
+        return Later(self._stop_later(rest, host, scope, began, owned=owned))
+
+    async def _stop_later(
+        self,
+        rest: Awaitable[None],
+        host: Host,
+        scope: Scope,
+        began: float,
+        *,
+        owned: bool,
+    ) -> ShutdownError | None:
+        try:
+            await rest
+        except BaseException as exc:
+            return self._stop_failed(host, scope, exc, began, owned=owned)
+        return self._stopped(host, scope, began, owned=owned, suspended=True)
+
+    def _stopped(
+        self, host: Host, scope: Scope, began: float, *, owned: bool, suspended: bool
+    ) -> ShutdownError | None:
+        """Finish a teardown that returned; report a deadline it swallowed."""
+        self._stopping = None
+        timed_out = False
+        if owned:
+            scope.__exit__(None, None, None)
+            timed_out = scope.cancel_called
+        elif suspended:
+            # A shared scope is never cancelled before a teardown begins.
+            disarm(scope)
+            timed_out = scope.cancel_called
             if timed_out:
-                # It ran past its deadline and swallowed the cancellation.
-                error = StopTimeoutError(
-                    name,
-                    timeout=self.stop_timeout,
-                    elapsed=time.perf_counter() - began,
-                    shortened_to=self._grace,
-                )
-        duration = time.perf_counter() - began
+                host.forget(scope)
+                scope.__exit__(None, None, None)
+        error: ShutdownError | None = None
+        if timed_out:
+            # It ran past its deadline and swallowed the cancellation.
+            error = StopTimeoutError(
+                self.resource.name,
+                timeout=self.stop_timeout,
+                elapsed=time.perf_counter() - began,
+                shortened_to=self._grace,
+            )
+        return self._report_stop(began, error)
+
+    def _stop_failed(
+        self,
+        host: Host,
+        scope: Scope,
+        exc: BaseException,
+        began: float,
+        *,
+        owned: bool,
+    ) -> ShutdownError:
+        self._stopping = None
+        error = self._stop_failure(
+            host, scope, exc, time.perf_counter() - began, owned=owned
+        )
+        self._report_stop(began, error)
+        return error
+
+    def _report_stop(
+        self, began: float, error: ShutdownError | None
+    ) -> ShutdownError | None:
         if self.monitor.is_active:
             self.monitor.emit(
                 ResourceEvent(
-                    name,
+                    self.resource.name,
                     "stopped" if error is None else "stop_failed",
-                    duration=duration,
+                    duration=time.perf_counter() - began,
                     error=error,
                 )
             )

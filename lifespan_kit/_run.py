@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 import anyio
 from anyio.abc import AsyncBackend, TaskGroup
@@ -90,7 +90,8 @@ class SequentialRun:
             try:
                 value = instance.start_at_once(args, kwargs, host)
                 if type(value) is Later:
-                    value = await value.step
+                    # A value is an object: what is waited for yields one too.
+                    value = await cast("Later[object]", value).step
             except BaseException as exc:
                 stop_errors = await self.stop()
                 if not isinstance(exc, Exception):
@@ -118,7 +119,9 @@ class SequentialRun:
         stop_errors = self._stop_errors
         for instance in reversed(started):
             try:
-                error = await instance.stop()
+                error = instance.stop_at_once()
+                if isinstance(error, Later):
+                    error = await error.step
             except BaseException as exc:  # noqa: PERF203  # each teardown is awaited
                 escaped = exc
             else:
@@ -253,7 +256,7 @@ class ConcurrentRun:
             try:
                 started = instance.start_at_once(args, kwargs, host)
                 if type(started) is Later:
-                    await started.step
+                    await cast("Later[object]", started).step
             except StartAborted:
                 self._running -= 1
                 break
@@ -274,7 +277,10 @@ class ConcurrentRun:
                 host.open_scope()
                 waiter = self._waiters[position] = anyio.Event()
                 await waiter.wait()
-            self._on_stopped(position, await self.instances[position].stop())
+            error = self.instances[position].stop_at_once()
+            if isinstance(error, Later):
+                error = await error.step
+            self._on_stopped(position, error)
         host.close()
 
     def _on_started(self, position: int, suspended: bool) -> int | None:
