@@ -161,13 +161,22 @@ class Instance:
             return Later(self._start_later(args, kwargs, host, scope, deadline))
         # The common case, inline: take the generator's first step by hand,
         # and await only if it suspends.
+        factory = cast(
+            "Callable[..., AsyncGenerator[object, NoReturn]]", resource.factory
+        )
         try:
-            step, signal, suspended = self._first_step(args, kwargs)
+            agen = self._agen = factory(*args, **kwargs)
+            step = agen.__anext__()
+            signal = step.send(None)
+        except StopIteration as done:
+            value = done.value
+        except StopAsyncIteration:
+            self._raise_start_failure(host, scope, self._no_yield())
         except BaseException as exc:
             self._raise_start_failure(host, scope, exc)
-        if suspended:
+        else:
             return Later(self._finish_first_step(step, signal, host, scope, deadline))
-        return self._settle_start(host, scope, signal, deadline, swallowed=False)
+        return self._settle_start(host, scope, value, deadline, False)
 
     async def _start_later(
         self,
@@ -196,9 +205,7 @@ class Instance:
             try:
                 value = await resumed(step, signal, scope, deadline)
             except StopAsyncIteration:
-                raise NoYieldError(
-                    self.resource.name, dependency_path=self.dependency_path
-                ) from None
+                raise self._no_yield() from None
         except BaseException as exc:
             self._raise_start_failure(host, scope, exc)
         return await self._settle_suspended_start(host, scope, value, deadline)
@@ -209,9 +216,7 @@ class Instance:
         # Only a start that suspended can have been cancelled (by its deadline
         # or by `abort()`); the check is not free on trio.
         disarm(scope)
-        result = self._settle_start(
-            host, scope, value, deadline, swallowed=scope.cancel_called
-        )
+        result = self._settle_start(host, scope, value, deadline, scope.cancel_called)
         if type(result) is Later:
             return await cast("Later[object]", result).step
         return result
@@ -222,10 +227,12 @@ class Instance:
         scope: Scope,
         value: object,
         deadline: float,
-        *,
         swallowed: bool,
     ) -> object:
-        """Record a start that returned; return its value, or a Later to undo it."""
+        """Record a start that returned; return its value, or a Later to undo it.
+
+        `swallowed`: the start returned although its scope was cancelled.
+        """
         elapsed = time.perf_counter() - self.began
         self._host = host
         if not host.keeps(scope, is_cancelled=swallowed):
@@ -259,29 +266,8 @@ class Instance:
             dependency_path=self.dependency_path,
         )
 
-    def _first_step(
-        self, args: list[object], kwargs: dict[str, object]
-    ) -> tuple[Coroutine[Any, Any, object], object, bool]:
-        """Call the async generator factory and step it until it first suspends.
-
-        Returns:
-            The step, then the value it yielded and False, or what it suspended
-            on and True.
-        """
-        factory = cast(
-            "Callable[..., AsyncGenerator[object, NoReturn]]", self.resource.factory
-        )
-        agen = self._agen = factory(*args, **kwargs)
-        step = agen.__anext__()
-        try:
-            signal = step.send(None)
-        except StopIteration as done:
-            return step, done.value, False
-        except StopAsyncIteration:
-            raise NoYieldError(
-                self.resource.name, dependency_path=self.dependency_path
-            ) from None
-        return step, signal, True
+    def _no_yield(self) -> NoYieldError:
+        return NoYieldError(self.resource.name, dependency_path=self.dependency_path)
 
     def _raise_start_failure(
         self, host: Host, scope: Scope, exc: BaseException
@@ -490,7 +476,7 @@ class Instance:
         rest: Awaitable[None]
         if agen is None:
             if teardown is None:
-                return self._stopped(host, scope, began, owned=owned, suspended=False)
+                return self._stopped(host, scope, began, owned, False)
             rest = armed(teardown(), scope, deadline)
         else:
             # As in `start_at_once`: the last step by hand, awaited only if it
@@ -499,7 +485,7 @@ class Instance:
             try:
                 signal = step.send(None)
             except StopAsyncIteration:
-                return self._stopped(host, scope, began, owned=owned, suspended=False)
+                return self._stopped(host, scope, began, owned, False)
             except StopIteration:
                 rest = self._close_after_second_yield(agen, scope, deadline)
             except BaseException as exc:
@@ -521,10 +507,10 @@ class Instance:
             await rest
         except BaseException as exc:
             return self._stop_failed(host, scope, exc, began, owned=owned)
-        return self._stopped(host, scope, began, owned=owned, suspended=True)
+        return self._stopped(host, scope, began, owned, True)
 
     def _stopped(
-        self, host: Host, scope: Scope, began: float, *, owned: bool, suspended: bool
+        self, host: Host, scope: Scope, began: float, owned: bool, suspended: bool
     ) -> ShutdownError | None:
         """Finish a teardown that returned; report a deadline it swallowed."""
         self._stopping = None
