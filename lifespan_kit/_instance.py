@@ -161,9 +161,9 @@ class Instance:
             return Later(self._start_later(args, kwargs, host, scope, deadline))
         # The common case, inline: take the generator's first step by hand,
         # and await only if it suspends.
-        factory = cast(
-            "Callable[..., AsyncGenerator[object, NoReturn]]", resource.factory
-        )
+        # Not `cast`: this is the hot path, and `cast` is a call.
+        factory: Callable[..., AsyncGenerator[object, NoReturn]]
+        factory = resource.factory  # type: ignore[assignment]  # an async generator function
         try:
             agen = self._agen = factory(*args, **kwargs)
             step = agen.__anext__()
