@@ -518,8 +518,9 @@ class Instance:
         if owned:
             scope.__exit__(None, None, None)
             timed_out = scope.cancel_called
-        elif suspended:
-            # A shared scope is never cancelled before a teardown begins.
+        elif suspended or self._grace is not None:
+            # A shared scope is never cancelled before a teardown begins; only
+            # one that waited, or was shortened meanwhile, has a deadline.
             disarm(scope)
             timed_out = scope.cancel_called
             if timed_out:
