@@ -73,6 +73,7 @@ class Host:
         "_create",
         "_find_innermost",
         "_innermost",
+        "_is_shared_shielded",
         "_shared",
         "current_time",
         "shielded",
@@ -85,6 +86,7 @@ class Host:
         self._innermost: Innermost | None = None
         self.shielded = shielded
         self._shared: Scope | None = None
+        self._is_shared_shielded = False
 
     def open_scope(self) -> Scope:
         """Return the entered shared scope, entering a new one if there is none."""
@@ -92,6 +94,14 @@ class Host:
         if scope is None:
             scope = self._shared = self._create(self.shielded)
             scope.__enter__()
+            self._is_shared_shielded = self.shielded
+        return scope
+
+    def open_shielded_scope(self) -> Scope:
+        """Return the entered shared scope, shielded, for a teardown."""
+        scope = self.open_scope()
+        if not self._is_shared_shielded:
+            scope.shield = self._is_shared_shielded = True
         return scope
 
     def keeps(self, scope: Scope, *, is_cancelled: bool) -> bool:
@@ -118,7 +128,7 @@ class Host:
     def shield(self) -> None:
         """Protect the shared scope, and all inside it, from outer cancellation."""
         if self._shared is not None:
-            self._shared.shield = True
+            self._shared.shield = self._is_shared_shielded = True
 
     def close(self) -> None:
         """Leave the shared scope, if one is open (it must be the innermost)."""

@@ -461,15 +461,14 @@ class Instance:
             return None
         owned = scope is not None
         if scope is None:
-            scope = host.open_scope()
+            scope = host.open_shielded_scope()
         else:
             # The shared scope, if open, was entered inside this one.
             host.close()
-        if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(self.resource.name, "stopping"))
-        if not scope.shield:
             scope.shield = True
-        self._stopping = scope
+        monitor = self.monitor
+        if monitor.is_active:
+            monitor.emit(ResourceEvent(self.resource.name, "stopping"))
         began = time.perf_counter()
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
@@ -485,13 +484,17 @@ class Instance:
             try:
                 signal = step.send(None)
             except StopAsyncIteration:
-                return self._stopped(host, scope, began, owned, False)
+                if owned or self._grace is not None or monitor.is_active:
+                    return self._stopped(host, scope, began, owned, False)
+                return None  # the common case: nothing to leave or report
             except StopIteration:
                 rest = self._close_after_second_yield(agen, scope, deadline)
             except BaseException as exc:
                 return self._stop_failed(host, scope, exc, began, owned=owned)
             else:
                 rest = self._finish_async_generator(agen, step, signal, scope, deadline)
+        # Only a teardown that waits can be shortened while it runs.
+        self._stopping = scope
         return Later(self._stop_later(rest, host, scope, began, owned=owned))
 
     async def _stop_later(
