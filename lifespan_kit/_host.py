@@ -104,7 +104,7 @@ class Host:
             scope.shield = self._is_shared_shielded = True
         return scope
 
-    def keeps(self, scope: Scope, *, is_cancelled: bool) -> bool:
+    def keeps(self, scope: Scope, is_cancelled: bool) -> bool:
         """Tell whether a resource just started in `scope` must own it from now on.
 
         It must when it holds a cancel scope (or a task group) open inside it,

@@ -235,7 +235,7 @@ class Instance:
         """
         elapsed = time.perf_counter() - self.began
         self._host = host
-        if not host.keeps(scope, is_cancelled=swallowed):
+        if not host.keeps(scope, swallowed):
             self._scope = None
         if swallowed or (deadline != math.inf and host.current_time() > deadline):
             return Later(self._undo_overrun(elapsed, swallowed=swallowed))

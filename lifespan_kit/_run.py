@@ -86,7 +86,10 @@ class SequentialRun:
         started = self._started
         host = self._host
         for instance in self.instances:
-            args, kwargs = arguments(instance, values)
+            if instance.resource.dependencies:
+                args, kwargs = arguments(instance, values)
+            else:
+                args, kwargs = _NO_ARGS, _NO_KWARGS
             try:
                 value = instance.start_at_once(args, kwargs, host)
                 if type(value) is Later:

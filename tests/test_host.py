@@ -32,10 +32,10 @@ async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one
     """The probe sees whether a start left a cancel scope open in the shared one."""
     host = Host(current_backend(), shielded=False)
     scope = host.open_scope()
-    assert not host.keeps(scope, is_cancelled=False)
+    assert not host.keeps(scope, False)
     assert host.open_scope() is scope
     with anyio.CancelScope():  # noqa: ASYNC100  # held open, as a resource would
-        assert host.keeps(scope, is_cancelled=False)
+        assert host.keeps(scope, False)
         assert host.open_scope() is not scope
         host.close()
     scope.__exit__(None, None, None)
@@ -46,7 +46,7 @@ async def test_cancelled_shared_scope_is_owned_by_the_start_it_cancelled() -> No
     host = Host(current_backend(), shielded=False)
     scope = host.open_scope()
     scope.cancel()
-    assert host.keeps(scope, is_cancelled=scope.cancel_called)
+    assert host.keeps(scope, scope.cancel_called)
     scope.__exit__(None, None, None)
     fresh = host.open_scope()
     assert fresh is not scope
