@@ -469,6 +469,8 @@ class Instance:
         monitor = self.monitor
         if monitor.is_active:
             monitor.emit(ResourceEvent(self.resource.name, "stopping"))
+        # A teardown can be shortened from the moment it begins (even by itself).
+        self._stopping = scope
         began = time.perf_counter()
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
@@ -486,6 +488,7 @@ class Instance:
             except StopAsyncIteration:
                 if owned or self._grace is not None or monitor.is_active:
                     return self._stopped(host, scope, began, owned, False)
+                self._stopping = None
                 return None  # the common case: nothing to leave or report
             except StopIteration:
                 rest = self._close_after_second_yield(agen, scope, deadline)
@@ -493,8 +496,6 @@ class Instance:
                 return self._stop_failed(host, scope, exc, began, owned=owned)
             else:
                 rest = self._finish_async_generator(agen, step, signal, scope, deadline)
-        # Only a teardown that waits can be shortened while it runs.
-        self._stopping = scope
         return Later(self._stop_later(rest, host, scope, began, owned=owned))
 
     async def _stop_later(

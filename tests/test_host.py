@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any
 
@@ -11,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from lifespan_kit import Registry
+from lifespan_kit import Lifespan, Registry
 from lifespan_kit import _host as host_module
 from lifespan_kit._host import Host, armed, scopes_for
 from lifespan_kit._lifespan import shorten_teardown
@@ -305,3 +306,27 @@ async def test_a_shortened_teardown_does_not_carry_over_to_the_next_run(
         async with lifespan as resources:
             assert resources["slow"] == "slow"
             assert list(lifespan.report.timings) == ["slow"]
+
+
+async def test_a_teardown_that_shortens_itself_before_waiting_is_cut_at_the_grace(
+    concurrency: int | None,
+) -> None:
+    """Shortening from the teardown's own first step applies once it waits."""
+    registry = Registry(stop_timeout=30)
+    lifespan: Lifespan[object]
+
+    async def slow() -> AsyncIterator[str]:
+        yield "slow"
+        shorten_teardown(lifespan, 0.01)
+        await anyio.sleep_forever()
+
+    registry.add("slow", slow)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    began = time.monotonic()
+    with pytest.raises(ExceptionGroup) as info:
+        async with lifespan:
+            pass
+    assert time.monotonic() - began < 5  # the teardown is shielded: no fail_after
+    [error] = info.value.exceptions
+    assert isinstance(error, StopTimeoutError)
+    assert error.shortened_to == 0.01
