@@ -450,15 +450,13 @@ class Instance:
             What `stop` returns; or, when the teardown has to wait, a `Later`
             whose step the caller awaits at once, in this task, for that.
         """
-        host, scope, teardown, agen = (
-            self._host,
-            self._scope,
-            self._teardown,
-            self._agen,
-        )
-        self._host = self._scope = self._teardown = self._agen = None
+        host = self._host
         if host is None:
             return None
+        scope = self._scope
+        teardown = self._teardown
+        agen = self._agen
+        self._host = self._scope = self._teardown = self._agen = None
         owned = scope is not None
         if scope is None:
             scope = host.open_shielded_scope()

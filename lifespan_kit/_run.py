@@ -123,7 +123,7 @@ class SequentialRun:
         for instance in reversed(started):
             try:
                 error = instance.stop_at_once()
-                if isinstance(error, Later):
+                if type(error) is Later:
                     error = await error.step
             except BaseException as exc:  # noqa: PERF203  # each teardown is awaited
                 escaped = exc
