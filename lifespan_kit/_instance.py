@@ -1,10 +1,12 @@
 """One running resource: start it with a deadline, stop it cleanly, once.
 
-Each instance owns a cancel scope entered *before* its factory runs and exited
-*after* its teardown, so the scope nests properly around anything the factory
-opens (task groups, other cancel scopes). The scope carries the start deadline,
-then no deadline while running, then the stop deadline with a shield against
-outer cancellation. Start and stop must run in the same task.
+Each start runs in a cancel scope entered *before* its factory runs, so the
+scope nests properly around anything the factory opens (task groups, other
+cancel scopes). The scope carries the start deadline, then no deadline while
+running, then the stop deadline with a shield against outer cancellation. A
+resource that holds a scope open inside it owns it until its teardown ends;
+the others share their host task's scope (see `_host`). Start and stop must
+run in the same task.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import NoReturn, cast
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
+from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
-from anyio.abc import AsyncBackend
 
 from lifespan_kit._background import BackgroundTask
+from lifespan_kit._host import Host, Scope, armed, disarm, resumed
 from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
 from lifespan_kit._resource import Resource, matches
 from lifespan_kit._types import AsyncContextManagerLike
@@ -32,19 +34,31 @@ from lifespan_kit.errors import (
     StopTimeoutError,
 )
 
-Teardown = Callable[[], Awaitable[None]]
+ResultT = TypeVar("ResultT")
+Teardown = Callable[[], Coroutine[Any, Any, None]]
 
 
 class StartAborted(Exception):  # noqa: N818  # a signal between modules, not an error
     """The orchestrator cancelled this start because another one failed."""
 
 
+@final
+class Later(Generic[ResultT]):
+    """A start or stop that has to wait: the caller awaits `step` for the outcome."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Awaitable[ResultT]) -> None:
+        self.step = step
+
+
 class Instance:
     """A resource being started, running or stopped by one lifespan."""
 
     __slots__ = (
-        "_backend",
+        "_agen",
         "_grace",
+        "_host",
         "_scope",
         "_stopping",
         "_teardown",
@@ -53,7 +67,6 @@ class Instance:
         "is_aborted",
         "monitor",
         "resource",
-        "shielded",
         "start_duration",
         "start_timeout",
         "stop_timeout",
@@ -67,27 +80,36 @@ class Instance:
         dependency_path: tuple[str, ...],
         start_timeout: float,
         stop_timeout: float,
-        shielded: bool,
         monitor: Monitor,
-        backend: type[AsyncBackend],
     ) -> None:
         self.resource = resource
-        # The running backend, looked up once per lifespan: anyio.CancelScope()
-        # and anyio.current_time() would look it up again on every call.
-        self._backend = backend
         self.dependency_path = dependency_path
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.shielded = shielded
         self.monitor = monitor
         self.is_aborted = False
         self.value: object = None
         self.began = 0.0
         self.start_duration: float | None = None
-        self._scope: anyio.CancelScope | None = None
+        # The scope of the start in progress, then the scope the resource owns.
+        self._scope: Scope | None = None
+        # The task that started the resource, until its teardown begins.
+        self._host: Host | None = None
         self._teardown: Teardown | None = None
+        # An async generator factory's generator: it is its own teardown.
+        self._agen: AsyncGenerator[object, NoReturn] | None = None
         self._grace: float | None = None
-        self._stopping: anyio.CancelScope | None = None
+        self._stopping: Scope | None = None
+
+    def reset(self, monitor: Monitor) -> None:
+        """Make a stopped (or never started) instance ready to start again."""
+        self.monitor = monitor
+        self.is_aborted = False
+        self.value = None
+        self.began = 0.0
+        self.start_duration = None
+        self._teardown = None
+        self._grace = None
 
     def abort(self) -> None:
         """Cancel the start in progress (or the one about to begin)."""
@@ -100,80 +122,175 @@ class Instance:
         if self._scope is not None:
             self._scope.shield = True
 
-    async def start(self, args: list[object], kwargs: dict[str, object]) -> object:
-        """Run the factory and return its value.
+    def start_at_once(
+        self, args: list[object], kwargs: dict[str, object], host: Host
+    ) -> object:
+        """Start the resource without awaiting, if it never has to wait.
+
+        Returns:
+            Its value; or, when the start has to wait, a `Later` whose step
+            the caller awaits at once, in this task, for the value.
 
         Raises:
             StartupError: Or a subclass, naming this resource.
             StartAborted: When `abort()` cancelled the start.
         """
-        name = self.resource.name
-        if self.resource.kind == "value":
+        resource = self.resource
+        if resource.kind == "value":
             self.start_duration = 0.0
             self.began = time.perf_counter()
-            self.value = self.resource.factory
+            self.value = resource.factory
             return self.value
         if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(name, "starting"))
-        try:
-            self._check_arguments(args, kwargs)
-        except DependencyTypeError as type_error:
-            if self.monitor.is_active:
-                self.monitor.emit(ResourceEvent(name, "start_failed", error=type_error))
-            raise
-        self.began = began = time.perf_counter()
-        scope = self._scope = self._backend.create_cancel_scope(shield=self.shielded)
-        # Deadlines follow the event loop's clock (virtual under trio's MockClock).
-        clock_began = math.inf
-        if self.start_timeout != math.inf:
-            clock_began = self._backend.current_time()
-            scope.deadline = clock_began + self.start_timeout
-        scope.__enter__()
-        try:
-            value = await self._enter(args, kwargs)
-        except BaseException as exc:
-            error = self._start_failure(scope, exc, time.perf_counter() - began)
-            if error is None:
+            self.monitor.emit(ResourceEvent(resource.name, "starting"))
+        if resource.dependencies:
+            try:
+                self._check_arguments(args, kwargs)
+            except DependencyTypeError as type_error:
+                if self.monitor.is_active:
+                    self.monitor.emit(
+                        ResourceEvent(resource.name, "start_failed", error=type_error)
+                    )
                 raise
-            cause = _cause(error, exc)
-            # Set the cause before listeners see the error, as `raise from` would.
-            error.__cause__ = cause
-            if self.monitor.is_active and not isinstance(error, StartAborted):
-                self.monitor.emit(ResourceEvent(name, "start_failed", error=error))
-            raise error from cause
-        scope.deadline = math.inf
-        elapsed = time.perf_counter() - began
-        overran = (
-            clock_began != math.inf
-            and self._backend.current_time() - clock_began > self.start_timeout
-        )
-        if overran or scope.cancel_called:
-            # The start overran: it blocked the event loop, or it swallowed the
-            # cancellation and returned anyway. Undo it now, then report.
-            swallowed = scope.cancel_called
-            stop_error = await self.stop()
-            if stop_error is not None:
-                log_stop_failure(stop_error)
-            if swallowed and self.is_aborted:
-                raise StartAborted
-            raise StartTimeoutError(
-                name,
-                timeout=self.start_timeout,
-                elapsed=elapsed,
-                blocked=not swallowed,
-                dependency_path=self.dependency_path,
-            )
+        self.began = time.perf_counter()
+        scope = self._scope = host.open_scope()
+        # Deadlines follow the event loop's clock (virtual under trio's MockClock).
+        timeout = self.start_timeout
+        deadline = math.inf if timeout == math.inf else host.current_time() + timeout
+        if resource.kind != "async_generator":
+            return Later(self._start_later(args, kwargs, host, scope, deadline))
+        # The common case, inline: take the generator's first step by hand,
+        # and await only if it suspends.
+        # Not `cast`: this is the hot path, and `cast` is a call.
+        factory: Callable[..., AsyncGenerator[object, NoReturn]]
+        factory = resource.factory  # type: ignore[assignment]  # an async generator function
+        try:
+            agen = self._agen = factory(*args, **kwargs)
+            step = agen.__anext__()
+            signal = step.send(None)
+        except StopIteration as done:
+            value = done.value
+        except StopAsyncIteration:
+            self._raise_start_failure(host, scope, self._no_yield())
+        except BaseException as exc:
+            self._raise_start_failure(host, scope, exc)
+        else:
+            return Later(self._finish_first_step(step, signal, host, scope, deadline))
+        return self._settle_start(host, scope, value, deadline, False)
+
+    async def _start_later(
+        self,
+        args: list[object],
+        kwargs: dict[str, object],
+        host: Host,
+        scope: Scope,
+        deadline: float,
+    ) -> object:
+        try:
+            value = await armed(self._enter(args, kwargs), scope, deadline)
+        except BaseException as exc:
+            self._raise_start_failure(host, scope, exc)
+        return await self._settle_suspended_start(host, scope, value, deadline)
+
+    async def _finish_first_step(
+        self,
+        step: Coroutine[Any, Any, object],
+        signal: object,
+        host: Host,
+        scope: Scope,
+        deadline: float,
+    ) -> object:
+        """Finish the async generator's first step, which suspended on `signal`."""
+        try:
+            try:
+                value = await resumed(step, signal, scope, deadline)
+            except StopAsyncIteration:
+                raise self._no_yield() from None
+        except BaseException as exc:
+            self._raise_start_failure(host, scope, exc)
+        return await self._settle_suspended_start(host, scope, value, deadline)
+
+    async def _settle_suspended_start(
+        self, host: Host, scope: Scope, value: object, deadline: float
+    ) -> object:
+        # Only a start that suspended can have been cancelled (by its deadline
+        # or by `abort()`); the check is not free on trio.
+        disarm(scope)
+        result = self._settle_start(host, scope, value, deadline, scope.cancel_called)
+        if type(result) is Later:
+            return await cast("Later[object]", result).step
+        return result
+
+    def _settle_start(
+        self,
+        host: Host,
+        scope: Scope,
+        value: object,
+        deadline: float,
+        swallowed: bool,
+    ) -> object:
+        """Record a start that returned; return its value, or a Later to undo it.
+
+        `swallowed`: the start returned although its scope was cancelled.
+        """
+        elapsed = time.perf_counter() - self.began
+        self._host = host
+        if not host.keeps(scope, swallowed):
+            self._scope = None
+        if swallowed or (deadline != math.inf and host.current_time() > deadline):
+            return Later(self._undo_overrun(elapsed, swallowed=swallowed))
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(name, "started", duration=elapsed))
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "started", duration=elapsed)
+            )
         return value
 
+    async def _undo_overrun(self, elapsed: float, *, swallowed: bool) -> NoReturn:
+        """Undo a start that overran, then report it.
+
+        It blocked the event loop, or it swallowed the cancellation and returned
+        anyway.
+        """
+        stop_error = await self.stop()
+        if stop_error is not None:
+            log_stop_failure(stop_error)
+        if swallowed and self.is_aborted:
+            raise StartAborted
+        raise StartTimeoutError(
+            self.resource.name,
+            timeout=self.start_timeout,
+            elapsed=elapsed,
+            blocked=not swallowed,
+            dependency_path=self.dependency_path,
+        )
+
+    def _no_yield(self) -> NoYieldError:
+        return NoYieldError(self.resource.name, dependency_path=self.dependency_path)
+
+    def _raise_start_failure(
+        self, host: Host, scope: Scope, exc: BaseException
+    ) -> NoReturn:
+        """Leave the scope and raise the error that `exc` stands for."""
+        host.forget(scope)
+        error = self._start_failure(scope, exc, time.perf_counter() - self.began)
+        if error is None:
+            raise exc
+        cause = _cause(error, exc)
+        # Set the cause before listeners see the error, as `raise from` would.
+        error.__cause__ = cause
+        if self.monitor.is_active and not isinstance(error, StartAborted):
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "start_failed", error=error)
+            )
+        raise error from cause
+
     def _start_failure(
-        self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
+        self, scope: Scope, exc: BaseException, elapsed: float
     ) -> Exception | None:
         """Exit the scope and turn `exc` into the error to raise (None: re-raise)."""
-        self._scope = None
+        self._scope = self._agen = None
         if not scope.__exit__(type(exc), exc, exc.__traceback__):
             if (
                 isinstance(exc, NoYieldError)
@@ -262,7 +379,7 @@ class Instance:
             raise NoYieldError(
                 self.resource.name, dependency_path=self.dependency_path
             ) from None
-        self._teardown = lambda: self._finish_async_generator(agen)
+        self._agen = agen
         return value
 
     def _first_yield(self, gen: Generator[object, NoReturn, object]) -> object:
@@ -274,13 +391,24 @@ class Instance:
             ) from None
 
     async def _finish_async_generator(
-        self, agen: AsyncGenerator[object, NoReturn]
+        self,
+        agen: AsyncGenerator[object, NoReturn],
+        step: Coroutine[Any, Any, object],
+        signal: object,
+        scope: Scope,
+        deadline: float,
     ) -> None:
+        """Finish the last step of `agen`, which suspended on `signal`."""
         try:
-            await agen.__anext__()
+            await resumed(step, signal, scope, deadline)
         except StopAsyncIteration:
             return
-        await agen.aclose()
+        await self._close_after_second_yield(agen, scope, deadline)
+
+    async def _close_after_second_yield(
+        self, agen: AsyncGenerator[object, NoReturn], scope: Scope, deadline: float
+    ) -> NoReturn:
+        await armed(agen.aclose(), scope, deadline)
         raise MultipleYieldError(self.resource.name)
 
     async def _finish_generator(self, gen: Generator[object, NoReturn, object]) -> None:
@@ -310,60 +438,161 @@ class Instance:
         Returns:
             The teardown's failure, or None. Never raises for a failed teardown.
         """
-        scope, teardown = self._scope, self._teardown
-        self._scope = self._teardown = None
-        if scope is None:
+        result = self.stop_at_once()
+        if isinstance(result, Later):
+            return await result.step
+        return result
+
+    def stop_at_once(self) -> ShutdownError | Later[ShutdownError | None] | None:
+        """Stop the resource without awaiting, if its teardown never has to wait.
+
+        Returns:
+            What `stop` returns; or, when the teardown has to wait, a `Later`
+            whose step the caller awaits at once, in this task, for that.
+        """
+        host = self._host
+        if host is None:
             return None
-        name = self.resource.name
-        if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(name, "stopping"))
-        scope.shield = True
-        timeout = self.stop_timeout if self._grace is None else self._grace
-        scope.deadline = (
-            math.inf if timeout == math.inf else self._backend.current_time() + timeout
-        )
+        scope = self._scope
+        teardown = self._teardown
+        agen = self._agen
+        self._host = self._scope = self._teardown = self._agen = None
+        owned = scope is not None
+        if scope is None:
+            scope = host.open_shielded_scope()
+        else:
+            # The shared scope, if open, was entered inside this one.
+            host.close()
+            scope.shield = True
+        monitor = self.monitor
+        if monitor.is_active:
+            monitor.emit(ResourceEvent(self.resource.name, "stopping"))
+        # A teardown can be shortened from the moment it begins (even by itself).
         self._stopping = scope
         began = time.perf_counter()
-        error: ShutdownError | None = None
-        try:
-            if teardown is not None:
-                await teardown()
-        except BaseException as exc:
-            self._stopping = None
-            error = self._stop_failure(scope, exc, time.perf_counter() - began)
+        timeout = self.stop_timeout if self._grace is None else self._grace
+        deadline = math.inf if timeout == math.inf else host.current_time() + timeout
+        rest: Awaitable[None]
+        if agen is None:
+            if teardown is None:
+                return self._stopped(host, scope, began, owned, False)
+            rest = armed(teardown(), scope, deadline)
         else:
-            self._stopping = None
+            # As in `start_at_once`: the last step by hand, awaited only if it
+            # suspends.
+            step = agen.__anext__()
+            try:
+                signal = step.send(None)
+            except StopAsyncIteration:
+                if owned or self._grace is not None or monitor.is_active:
+                    return self._stopped(host, scope, began, owned, False)
+                self._stopping = None
+                return None  # the common case: nothing to leave or report
+            except StopIteration:
+                rest = self._close_after_second_yield(agen, scope, deadline)
+            except BaseException as exc:
+                return self._stop_failed(host, scope, exc, began, owned=owned)
+            else:
+                rest = self._finish_async_generator(agen, step, signal, scope, deadline)
+        return Later(self._stop_later(rest, host, scope, began, owned=owned))
+
+    async def _stop_later(
+        self,
+        rest: Awaitable[None],
+        host: Host,
+        scope: Scope,
+        began: float,
+        *,
+        owned: bool,
+    ) -> ShutdownError | None:
+        try:
+            await rest
+        except BaseException as exc:
+            return self._stop_failed(host, scope, exc, began, owned=owned)
+        return self._stopped(host, scope, began, owned, True)
+
+    def _stopped(
+        self, host: Host, scope: Scope, began: float, owned: bool, suspended: bool
+    ) -> ShutdownError | None:
+        """Finish a teardown that returned; report a deadline it swallowed."""
+        self._stopping = None
+        timed_out = False
+        if owned:
             scope.__exit__(None, None, None)
-            if scope.cancel_called:
-                # It ran past its deadline and swallowed the cancellation.
-                error = StopTimeoutError(
-                    name,
-                    timeout=self.stop_timeout,
-                    elapsed=time.perf_counter() - began,
-                    shortened_to=self._grace,
-                )
-        duration = time.perf_counter() - began
+            timed_out = scope.cancel_called
+        elif suspended or self._grace is not None:
+            # A shared scope is never cancelled before a teardown begins; only
+            # one that waited, or was shortened meanwhile, has a deadline.
+            disarm(scope)
+            timed_out = scope.cancel_called
+            if timed_out:
+                host.forget(scope)
+                scope.__exit__(None, None, None)
+        error: ShutdownError | None = None
+        if timed_out:
+            # It ran past its deadline and swallowed the cancellation.
+            error = StopTimeoutError(
+                self.resource.name,
+                timeout=self.stop_timeout,
+                elapsed=time.perf_counter() - began,
+                shortened_to=self._grace,
+            )
+        return self._report_stop(began, error)
+
+    def _stop_failed(
+        self,
+        host: Host,
+        scope: Scope,
+        exc: BaseException,
+        began: float,
+        *,
+        owned: bool,
+    ) -> ShutdownError:
+        self._stopping = None
+        error = self._stop_failure(
+            host, scope, exc, time.perf_counter() - began, owned=owned
+        )
+        self._report_stop(began, error)
+        return error
+
+    def _report_stop(
+        self, began: float, error: ShutdownError | None
+    ) -> ShutdownError | None:
         if self.monitor.is_active:
             self.monitor.emit(
                 ResourceEvent(
-                    name,
+                    self.resource.name,
                     "stopped" if error is None else "stop_failed",
-                    duration=duration,
+                    duration=time.perf_counter() - began,
                     error=error,
                 )
             )
         return error
 
     def _stop_failure(
-        self, scope: anyio.CancelScope, exc: BaseException, elapsed: float
+        self,
+        host: Host,
+        scope: Scope,
+        exc: BaseException,
+        elapsed: float,
+        *,
+        owned: bool,
     ) -> ShutdownError:
-        # Inside this shielded scope a cancellation can only be its deadline's,
-        # but anyio on asyncio declines to swallow it when an outer scope was
-        # cancelled meanwhile (it cannot tell that request from a native one).
-        timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
-            scope.cancel_called
-            and isinstance(exc, Exception | anyio.get_cancelled_exc_class())
-        )
+        timed_out = False
+        if owned or scope.cancel_called or not isinstance(exc, Exception):
+            # Leave the scope: the resource owned it, or its deadline spent it,
+            # or `exc` is about to propagate out of it.
+            host.forget(scope)
+            # Inside this shielded scope a cancellation can only be its
+            # deadline's, but anyio on asyncio declines to swallow it when an
+            # outer scope was cancelled meanwhile (it cannot tell that request
+            # from a native one).
+            timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
+                scope.cancel_called
+                and isinstance(exc, Exception | anyio.get_cancelled_exc_class())
+            )
+        else:
+            disarm(scope)
         if timed_out:
             error: ShutdownError = StopTimeoutError(
                 self.resource.name,

@@ -12,7 +12,6 @@ from typing import Generic, Literal, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import AsyncBackend
 
 from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
 from lifespan_kit._graph import Plan
@@ -84,6 +83,7 @@ class Lifespan(Generic[ResultT_co]):
         self._run: SequentialRun | ConcurrentRun | None = None
         self._monitor: Monitor | None = None
         self._began = 0.0
+        self._created: list[Instance] | None = None
 
     @property
     def is_running(self) -> bool:
@@ -138,15 +138,12 @@ class Lifespan(Generic[ResultT_co]):
     async def _start(self) -> ResultT_co:
         monitor = self._monitor = Monitor(self._listeners)
         backend = anyio.lowlevel.current_token().backend_class
-        instances = [
-            self._instance(position, monitor, backend)
-            for position in range(len(self._plan.resources))
-        ]
+        instances = self._instances(monitor)
         run: SequentialRun | ConcurrentRun
         if self._concurrency == 1:
-            run = SequentialRun(self._plan, instances)
+            run = SequentialRun(self._plan, instances, backend)
         else:
-            run = ConcurrentRun(self._plan, instances, self._concurrency)
+            run = ConcurrentRun(self._plan, instances, backend, self._concurrency)
         self._run = run
         self._began = time.perf_counter()
         values = await run.start()
@@ -159,20 +156,30 @@ class Lifespan(Generic[ResultT_co]):
             await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
-    def _instance(
-        self, position: int, monitor: Monitor, backend: type[AsyncBackend]
-    ) -> Instance:
-        resource = self._plan.resources[position]
-        start, stop, _ = resource.timeouts.resolve(self._defaults)
-        return Instance(
-            resource,
-            dependency_path=self._plan.paths[position],
-            start_timeout=start,
-            stop_timeout=stop,
-            shielded=self._concurrency != 1,
-            monitor=monitor,
-            backend=backend,
-        )
+    def _instances(self, monitor: Monitor) -> list[Instance]:
+        """Return one instance per resource: made on the first start, then reset."""
+        instances = self._created
+        if instances is None:
+            plan = self._plan
+            instances = self._created = [
+                Instance(
+                    resource,
+                    dependency_path=path,
+                    start_timeout=timeouts[0],
+                    stop_timeout=timeouts[1],
+                    monitor=monitor,
+                )
+                for resource, path, timeouts in zip(
+                    plan.resources,
+                    plan.paths,
+                    (r.timeouts.resolve(self._defaults) for r in plan.resources),
+                    strict=True,
+                )
+            ]
+        else:
+            for instance in instances:
+                instance.reset(monitor)
+        return instances
 
     async def __aexit__(
         self,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import heapq
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from typing import Final, cast
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import AsyncBackend, TaskGroup
 
 from lifespan_kit._graph import Plan
-from lifespan_kit._instance import Instance, StartAborted
+from lifespan_kit._host import Host
+from lifespan_kit._instance import Instance, Later, StartAborted
 from lifespan_kit._report import log_stop_failure, logger
 from lifespan_kit.errors import ShutdownError
 
@@ -23,10 +24,17 @@ if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import ExceptionGroup
 
 
+_NO_ARGS: Final[list[object]] = []
+_NO_KWARGS: Final[dict[str, object]] = {}
+
+
 def arguments(
     instance: Instance, values: dict[str, object]
 ) -> tuple[list[object], dict[str, object]]:
     """Collect the factory's positional and keyword arguments from `values`."""
+    if not instance.resource.dependencies:
+        # Shared, never mutated: factories receive them unpacked.
+        return _NO_ARGS, _NO_KWARGS
     args: list[object] = []
     kwargs: dict[str, object] = {}
     for dependency in instance.resource.dependencies:
@@ -60,23 +68,33 @@ def startup_failure(
 
 
 class SequentialRun:
-    """Start resources one at a time on an `AsyncExitStack` in the caller's task."""
+    """Start resources one at a time in the caller's task; stop them in reverse."""
 
-    def __init__(self, plan: Plan, instances: Sequence[Instance]) -> None:
+    def __init__(
+        self, plan: Plan, instances: Sequence[Instance], backend: type[AsyncBackend]
+    ) -> None:
         self.plan = plan
         self.instances = instances
         self.values: dict[str, object] = {}
-        self._stack = AsyncExitStack()
+        self._host = Host(backend, shielded=False)
+        self._started: list[Instance] = []
         self._stop_errors: list[ShutdownError] = []
 
     async def start(self) -> dict[str, object]:
         """Start every resource in plan order; on failure stop them and raise."""
         values = self.values
-        stack = self._stack
+        started = self._started
+        host = self._host
         for instance in self.instances:
-            args, kwargs = arguments(instance, values)
+            if instance.resource.dependencies:
+                args, kwargs = arguments(instance, values)
+            else:
+                args, kwargs = _NO_ARGS, _NO_KWARGS
             try:
-                values[instance.resource.name] = await instance.start(args, kwargs)
+                value = instance.start_at_once(args, kwargs, host)
+                if type(value) is Later:
+                    # A value is an object: what is waited for yields one too.
+                    value = await cast("Later[object]", value).step
             except BaseException as exc:
                 stop_errors = await self.stop()
                 if not isinstance(exc, Exception):
@@ -85,14 +103,9 @@ class SequentialRun:
                 if error is exc:
                     raise
                 raise error from None
-            stack.push_async_callback(self._stop_one, instance)
+            values[instance.resource.name] = value
+            started.append(instance)
         return values
-
-    async def _stop_one(self, instance: Instance) -> None:
-        error = await instance.stop()
-        if error is not None:
-            log_stop_failure(error)
-            self._stop_errors.append(error)
 
     async def stop(self) -> list[ShutdownError]:
         """Stop what started, in reverse order, and return the failures."""
@@ -101,7 +114,26 @@ class SequentialRun:
         # instead of walking the whole nested chain.
         for instance in self.instances:
             instance.shield()
-        await self._stack.aclose()
+        self._host.shield()
+        started, self._started = self._started, []
+        # Like an exit stack: every teardown runs, then the last exception
+        # that is not a teardown failure propagates.
+        escaped: BaseException | None = None
+        stop_errors = self._stop_errors
+        for instance in reversed(started):
+            try:
+                error = instance.stop_at_once()
+                if type(error) is Later:
+                    error = await error.step
+            except BaseException as exc:  # noqa: PERF203  # each teardown is awaited
+                escaped = exc
+            else:
+                if error is not None:
+                    log_stop_failure(error)
+                    stop_errors.append(error)
+        self._host.close()
+        if escaped is not None:
+            raise escaped
         return self._stop_errors
 
     async def close(self) -> None:
@@ -124,10 +156,17 @@ class ConcurrentRun:
     start order satisfies every chain and every dependency at once.
     """
 
-    def __init__(self, plan: Plan, instances: Sequence[Instance], limit: float) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        instances: Sequence[Instance],
+        backend: type[AsyncBackend],
+        limit: float,
+    ) -> None:
         self.plan = plan
         self.instances = instances
         self.values: dict[str, object] = {}
+        self._backend = backend
         self._limit = limit
         self._waiting = [len(deps) for deps in plan.dependencies]
         self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
@@ -207,6 +246,9 @@ class ConcurrentRun:
                 instance.abort()
 
     async def _work(self, position: int | None) -> None:
+        # Shielded: a worker's scopes protect its resources, and its waits
+        # for the teardown, from the caller's cancellation.
+        host = Host(self._backend, shielded=True)
         chain: list[int] = []
         while position is not None:
             self._ensure_helper()
@@ -215,7 +257,9 @@ class ConcurrentRun:
             instance = self.instances[position]
             args, kwargs = arguments(instance, self.values)
             try:
-                await instance.start(args, kwargs)
+                started = instance.start_at_once(args, kwargs, host)
+                if type(started) is Later:
+                    await cast("Later[object]", started).step
             except StartAborted:
                 self._running -= 1
                 break
@@ -228,13 +272,19 @@ class ConcurrentRun:
             position = self._on_started(position, helpers_run != self._helpers_run)
         self._check_settled()
         if chain:
+            host.open_scope()
             await self._teardown_began.wait()
         while chain:
             position = chain.pop()
             if not self._is_released[position]:
+                host.open_scope()
                 waiter = self._waiters[position] = anyio.Event()
                 await waiter.wait()
-            self._on_stopped(position, await self.instances[position].stop())
+            error = self.instances[position].stop_at_once()
+            if isinstance(error, Later):
+                error = await error.step
+            self._on_stopped(position, error)
+        host.close()
 
     def _on_started(self, position: int, suspended: bool) -> int | None:
         """Record a start; return the next resource this worker should start."""

@@ -654,6 +654,26 @@ async def test_generator_that_does_not_yield_fails_startup(
     assert info.value.resource_name == "empty"
 
 
+async def test_function_returning_an_empty_async_generator_fails_startup(
+    concurrency: int | None,
+) -> None:
+    """A plain function whose async generator returns without yielding fails too."""
+    registry = Registry()
+
+    async def empty() -> AsyncIterator[None]:
+        return
+        yield  # pragma: no cover
+
+    def make() -> AsyncIterator[None]:
+        return empty()
+
+    registry.add("empty", make)
+    with pytest.raises(NoYieldError, match="returned without yielding") as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert info.value.resource_name == "empty"
+
+
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
 async def test_generator_that_yields_twice_is_closed_and_reported(
     is_async: bool,

@@ -1,0 +1,266 @@
+"""The cancel scopes of one task that hosts resources, shared where none is needed.
+
+A resource that keeps a task group or a cancel scope open across its yield
+needs a cancel scope of its own around it: its deadlines and shield must cover
+what it holds, and scopes must be left in the reverse order they were entered.
+Most resources hold nothing of the kind, and entering and leaving a scope for
+each of them costs more than the rest of their start and stop together. So a
+host task keeps one *shared* scope open: each start runs in it, and a resource
+that turns out to hold something inside it takes it over as its own, leaving
+the next start to open a fresh shared scope. Teardowns of the others run in a
+shared scope again. A deadline that fires spends a shared scope: it is left
+right away, and the next step opens a fresh one.
+
+Deadlines are armed only when a step suspends: a step that finishes without
+yielding to the event loop cannot be cancelled, and one that blocks is caught
+afterwards by its overrun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import operator
+import sys
+import types
+from collections.abc import Callable, Coroutine, Generator
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from anyio.abc import AsyncBackend
+
+ResultT = TypeVar("ResultT")
+
+
+class Scope(Protocol):
+    """What the host and instances use of a cancel scope (anyio's or trio's)."""
+
+    @property
+    def deadline(self) -> float: ...
+    @deadline.setter
+    def deadline(self, value: float, /) -> None: ...
+    @property
+    def shield(self) -> bool: ...
+    @shield.setter
+    def shield(self, value: bool, /) -> None: ...
+    @property
+    def cancel_called(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def __enter__(self) -> object: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool: ...
+
+
+CreateScope = Callable[[bool], Scope]
+"""Create an unentered cancel scope, shielded or not."""
+Innermost = Callable[[], object]
+"""Return the host task's innermost cancel scope."""
+
+
+class Host:
+    """The shared cancel scope of one task that starts and stops resources.
+
+    Create it in that task.
+    """
+
+    __slots__ = (
+        "_create",
+        "_find_innermost",
+        "_innermost",
+        "_is_shared_shielded",
+        "_shared",
+        "current_time",
+        "shielded",
+    )
+
+    def __init__(self, backend: type[AsyncBackend], *, shielded: bool) -> None:
+        self._create, self._find_innermost, clock = scopes_for(backend)
+        # The event loop's clock, which deadlines follow.
+        self.current_time: Callable[[], float] = clock()
+        self._innermost: Innermost | None = None
+        self.shielded = shielded
+        self._shared: Scope | None = None
+        self._is_shared_shielded = False
+
+    def open_scope(self) -> Scope:
+        """Return the entered shared scope, entering a new one if there is none."""
+        scope = self._shared
+        if scope is None:
+            scope = self._shared = self._create(self.shielded)
+            scope.__enter__()
+            self._is_shared_shielded = self.shielded
+        return scope
+
+    def open_shielded_scope(self) -> Scope:
+        """Return the entered shared scope, shielded, for a teardown."""
+        scope = self._shared
+        if scope is None:
+            scope = self.open_scope()
+        if not self._is_shared_shielded:
+            scope.shield = self._is_shared_shielded = True
+        return scope
+
+    def keeps(self, scope: Scope, is_cancelled: bool) -> bool:
+        """Tell whether a resource just started in `scope` must own it from now on.
+
+        It must when it holds a cancel scope (or a task group) open inside it,
+        or when the scope was cancelled (`is_cancelled`). Otherwise the scope
+        stays shared.
+        """
+        innermost = self._innermost
+        if innermost is None:
+            # Found once the task has entered a scope (anyio keeps no state before).
+            innermost = self._innermost = self._find_innermost()
+        if innermost() is scope and not is_cancelled:
+            return False
+        self.forget(scope)
+        return True
+
+    def forget(self, scope: Scope) -> None:
+        """Stop sharing `scope`: a resource owns it, or it is being left."""
+        if scope is self._shared:
+            self._shared = None
+
+    def shield(self) -> None:
+        """Protect the shared scope, and all inside it, from outer cancellation."""
+        if self._shared is not None:
+            self._shared.shield = self._is_shared_shielded = True
+
+    def close(self) -> None:
+        """Leave the shared scope, if one is open (it must be the innermost)."""
+        scope = self._shared
+        if scope is not None:
+            self._shared = None
+            scope.__exit__(None, None, None)
+
+
+@types.coroutine
+def armed(
+    coro: Coroutine[Any, Any, ResultT], scope: Scope, deadline: float
+) -> Generator[Any, Any, ResultT]:
+    """Await `coro`; bring `scope`'s deadline forward to `deadline` if it suspends."""
+    try:
+        signal = coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
+    return (yield from _relay(coro, signal, scope, deadline))
+
+
+def _relay(
+    coro: Coroutine[Any, Any, ResultT] | Generator[Any, Any, ResultT],
+    signal: object,
+    scope: Scope,
+    deadline: float,
+) -> Generator[Any, Any, ResultT]:
+    """Finish awaiting `coro`, which suspended on `signal`, under `deadline`.
+
+    The first step of an awaitable is taken by hand, to learn whether it
+    suspends at all; this passes `signal` on to the event loop, then relays
+    between the two until `coro` returns.
+    """
+    if deadline < scope.deadline:
+        scope.deadline = deadline
+    while True:
+        try:
+            sent = yield signal
+        except GeneratorExit:  # noqa: PERF203  # each turn is one resumption
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                signal = coro.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]  # as above
+        else:
+            try:
+                signal = coro.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]  # as above
+
+
+resumed = types.coroutine(_relay)
+
+
+def disarm(scope: Scope) -> None:
+    """Remove a deadline set on `scope` for the step that just ended."""
+    if scope.deadline != math.inf:
+        scope.deadline = math.inf
+
+
+def _nothing() -> object:
+    return None
+
+
+@functools.cache
+def scopes_for(
+    backend: type[AsyncBackend],
+) -> tuple[CreateScope, Callable[[], Innermost], Callable[[], Callable[[], float]]]:
+    """Return how to create scopes on `backend`, find the innermost, read the clock.
+
+    Finding the innermost scope reads the event loop library's task state. Where
+    it cannot be read, the probe finds nothing, and every resource owns the
+    scope it started in.
+    """
+    if backend.__module__ == "anyio._backends._trio":
+        return _trio_scopes()
+    if backend.__module__ == "anyio._backends._asyncio":
+        return _asyncio_scopes(backend)
+    return _anyio_scopes(backend), lambda: _nothing, lambda: backend.current_time
+
+
+def _anyio_scopes(backend: type[AsyncBackend]) -> CreateScope:
+    def create(shield: bool) -> Scope:
+        return backend.create_cancel_scope(shield=shield)
+
+    return create
+
+
+def _asyncio_scopes(
+    backend: type[AsyncBackend],
+) -> tuple[CreateScope, Callable[[], Innermost], Callable[[], Callable[[], float]]]:
+    task_states = vars(sys.modules[backend.__module__]).get("_task_states")
+
+    def find_innermost() -> Innermost:
+        if task_states is None:  # pragma: no cover  # an anyio release that moved it
+            return _nothing
+        state = task_states.get(asyncio.current_task())
+        if not hasattr(state, "cancel_scope"):  # pragma: no cover  # as above
+            return _nothing
+        return functools.partial(operator.attrgetter("cancel_scope"), state)
+
+    def clock() -> Callable[[], float]:
+        return asyncio.get_running_loop().time
+
+    return _anyio_scopes(backend), find_innermost, clock
+
+
+def _trio_scopes() -> tuple[
+    CreateScope, Callable[[], Innermost], Callable[[], Callable[[], float]]
+]:
+    import trio  # only on the trio backend, which has it
+
+    # trio's own scopes are what anyio's wrap on trio: the same semantics,
+    # without a wrapper around every call.
+    def create(shield: bool) -> Scope:
+        return trio.CancelScope(shield=shield)
+
+    read = operator.attrgetter("_cancel_status._scope")
+
+    def find_innermost() -> Innermost:
+        task = trio.lowlevel.current_task()
+        try:
+            read(task)
+        except AttributeError:  # pragma: no cover  # a trio release that changed it
+            return _nothing
+        return functools.partial(read, task)
+
+    def clock() -> Callable[[], float]:
+        return trio.lowlevel.current_clock().current_time
+
+    return create, find_innermost, clock
