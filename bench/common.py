@@ -150,14 +150,25 @@ class Graph:
     names: tuple[str, ...]
     dependencies: tuple[tuple[int, ...], ...]
     hooks: Hooks | None
+    types: tuple[type, ...]
+    """One class per resource, for the libraries that key resources by type.
+
+    Made with the graph, so that no build time includes them: in an
+    application they are the classes of the resources, already there.
+    """
 
     @classmethod
     def from_dag(cls, dag: Dag, trace: Trace) -> Graph:
-        return cls(dag.names, dag.dependencies, Hooks(dag, trace))
+        return cls(dag.names, dag.dependencies, Hooks(dag, trace), _classes(dag.names))
 
     @classmethod
     def independent(cls, size: int) -> Graph:
-        return cls(tuple(f"r{i}" for i in range(size)), ((),) * size, None)
+        names = tuple(f"r{i}" for i in range(size))
+        return cls(names, ((),) * size, None, _classes(names))
+
+
+def _classes(names: Sequence[str]) -> tuple[type, ...]:
+    return tuple(type(f"R_{name}", (), {"__slots__": ()}) for name in names)
 
 
 # --- W1 baselines ----------------------------------------------------------------
@@ -188,7 +199,9 @@ class Timing:
 
 
 async def time_context(
-    dag: Dag, trace: Trace, context: Callable[[], contextlib.AbstractAsyncContextManager[object]]
+    dag: Dag,
+    trace: Trace,
+    context: Callable[[], contextlib.AbstractAsyncContextManager[object]],
 ) -> Timing:
     """Time entering and leaving one context manager that runs the whole graph."""
     cm = context()
@@ -348,9 +361,7 @@ def machine_lines(distributions: Sequence[str] = ("anyio", "trio")) -> list[str]
         f"{platform.python_version()}",
         f"  {'lifespan_kit:':<{width}}{version('lifespan_kit')}{source_revision()}",
     ]
-    lines.extend(
-        f"  {name + ':':<{width}}{version(name)}" for name in distributions
-    )
+    lines.extend(f"  {name + ':':<{width}}{version(name)}" for name in distributions)
     lines.append(f"  {'date:':<{width}}{now:%Y-%m-%d %H:%M} UTC")
     return lines
 

@@ -66,6 +66,7 @@ W2_SEQUENTIAL_TARGET: Final = 1.5
 W2_CONCURRENT_TARGET: Final = 6.0
 W2_WORK_PER_SAMPLE: Final = 1000  # resources per timed sample, for small N
 
+
 @dataclass(frozen=True)
 class Settings:
     """How much work one run does."""

@@ -9,18 +9,17 @@ Annotations stay real objects here (no ``from __future__ import annotations``)
 because FastAPI reads the endpoints' signatures at runtime.
 """
 
-
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from common import (
+    W3_PATH,
     Adapter,
     AppSettings,
     Cache,
     Database,
     Enter,
     Graph,
-    W3_PATH,
     item_body,
     noop_resource,
 )
@@ -121,7 +120,10 @@ ADAPTERS = [
         build=_build(None),
         fastapi_app=bundle_app,
         w3_label="lifespan_kit resources",
-        notes=("W3: the whole bundle through Depends(lifespan_kit.fastapi.resources).",),
+        notes=(
+            "registry.lifespan(); W3 row 'lifespan_kit resources': the whole "
+            "bundle through Depends(lifespan_kit.fastapi.resources).",
+        ),
     ),
     Adapter(
         label="lifespan_kit sequential",
@@ -131,8 +133,8 @@ ADAPTERS = [
         fastapi_app=resource_app,
         w3_label="lifespan_kit resource()",
         notes=(
-            "concurrency=1. W3: one Depends(lifespan_kit.fastapi.resource(handle)) "
-            "per resource.",
+            "registry.lifespan(concurrency=1); W3 row 'lifespan_kit resource()': "
+            "one Depends(lifespan_kit.fastapi.resource(handle)) per resource.",
         ),
     ),
 ]

@@ -63,11 +63,12 @@ ADAPTERS = [
         build=build,
         fastapi_app=None,
         notes=(
-            "aiomisc starts every service at once (dependencies wait on the "
-            "entrypoint's Context) and stops every service at once: it has no "
-            "teardown order, so dependents and dependencies stop together; each "
-            "run creates its Service objects and entrypoint before the clock "
-            "starts; asyncio only; no FastAPI integration.",
+            "starts every service at once (a service waits for its dependencies "
+            "through the entrypoint's Context) and stops every service at once: "
+            "no teardown order, so dependents and their dependencies stop "
+            "together (the W1 violations). Each run makes its Service objects and "
+            "entrypoint before the clock starts. asyncio only; no FastAPI "
+            "integration.",
         ),
     )
 ]

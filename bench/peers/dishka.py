@@ -12,25 +12,43 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from common import Adapter, AppSettings, Cache, Database, Enter, Graph, W3_PATH, item_body
-from dishka import FromDishka, Provider, Scope, make_async_container, provide
+from common import (
+    W3_PATH,
+    Adapter,
+    AppSettings,
+    Cache,
+    Database,
+    Enter,
+    Graph,
+    item_body,
+)
+from dishka import (
+    AsyncContainer,
+    FromDishka,
+    Provider,
+    Scope,
+    make_async_container,
+    provide,
+)
 from dishka.integrations.fastapi import inject, setup_dishka
 from fastapi import FastAPI
 
-from peers.typed import resource_types, typed_factory
+from peers.typed import typed_factory
 
 
-def _lock(backend: str) -> dict[str, object]:
-    # dishka's default lock is asyncio.Lock; lock_factory takes any async lock.
-    return {"lock_factory": anyio.Lock} if backend == "trio" else {}
+def _container(backend: str, *providers: Provider) -> AsyncContainer:
+    if backend == "trio":
+        # dishka's default lock is asyncio.Lock; lock_factory takes any async lock.
+        return make_async_container(*providers, lock_factory=anyio.Lock)
+    return make_async_container(*providers)
 
 
 def build(graph: Graph, backend: str) -> Enter:
-    types = resource_types(graph)
+    types = graph.types
     provider = Provider(scope=Scope.APP)
     for index, produced in enumerate(types):
         provider.provide(typed_factory(graph, index, types), provides=produced)
-    container = make_async_container(provider, **_lock(backend))
+    container = _container(backend, provider)
 
     @asynccontextmanager
     async def run() -> AsyncIterator[None]:
@@ -67,14 +85,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 @inject
-async def item(database: FromDishka[Database], cache: FromDishka[Cache]) -> dict[str, str]:
+async def item(
+    database: FromDishka[Database], cache: FromDishka[Cache]
+) -> dict[str, str]:
     return item_body(database, cache)
 
 
 def fastapi_app(backend: str) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
     app.get(W3_PATH)(item)
-    setup_dishka(make_async_container(AppProvider(), **_lock(backend)), app)
+    setup_dishka(_container(backend, AppProvider()), app)
     return app
 
 
@@ -86,10 +106,11 @@ ADAPTERS = [
         build=build,
         fastapi_app=fastapi_app,
         notes=(
-            "dishka creates APP-scoped objects lazily, one at a time; start = "
-            "container.get() of every resource, stop = container.close().",
-            "dishka on trio: its default lock is asyncio.Lock, so the adapter passes "
-            "lock_factory=anyio.Lock (a documented parameter).",
+            "creates APP-scoped objects when first requested, one at a time: start "
+            "= container.get() of every resource, stop = container.close() "
+            "(reverse creation order).",
+            "on trio: its default lock is asyncio.Lock, so the adapter passes "
+            "make_async_container(..., lock_factory=anyio.Lock).",
         ),
     )
 ]

@@ -9,14 +9,21 @@ chooses, one at a time; here, the index order, which is topological. W3:
 ``svcs.fastapi.lifespan`` and ``svcs.fastapi.DepContainer``.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from common import Adapter, AppSettings, Cache, Database, Enter, Graph, W3_PATH, item_body
-from fastapi import FastAPI
-
 import svcs
-from peers.typed import resource_types
+from common import (
+    W3_PATH,
+    Adapter,
+    AppSettings,
+    Cache,
+    Database,
+    Enter,
+    Graph,
+    item_body,
+)
+from fastapi import FastAPI
 
 
 def _closer(graph: Graph, index: int) -> Callable[[], Awaitable[None]]:
@@ -30,7 +37,7 @@ def _closer(graph: Graph, index: int) -> Callable[[], Awaitable[None]]:
 
 
 def build(graph: Graph, backend: str) -> Enter:
-    types = resource_types(graph)
+    types = graph.types
     closers = [_closer(graph, index) for index in range(len(types))]
     hooks = graph.hooks
 
@@ -49,7 +56,9 @@ def build(graph: Graph, backend: str) -> Enter:
 
 
 @svcs.fastapi.lifespan
-async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncIterator[dict[str, object]]:
+async def lifespan(
+    app: FastAPI, registry: svcs.Registry
+) -> AsyncGenerator[dict[str, object] | None, None]:
     settings = AppSettings()
     registry.register_value(AppSettings, settings)
     registry.register_value(Database, Database(settings))
@@ -76,10 +85,11 @@ ADAPTERS = [
         build=build,
         fastapi_app=fastapi_app,
         notes=(
-            "svcs has no dependency graph for app-lifetime objects: the lifespan "
-            "creates them in an order its author writes (here the topological "
-            "order) and registry close runs on_registry_close in reverse; no "
-            "validation, so W2 build is only the types' registration.",
+            "no dependency graph for app-lifetime objects: the lifespan creates "
+            "them one at a time in the order its author writes (here the "
+            "topological order), registering each, and closing the registry "
+            "runs the on_registry_close callbacks in reverse. Nothing to "
+            "validate: registering happens in the (timed) start.",
         ),
     )
 ]

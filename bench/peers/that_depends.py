@@ -13,7 +13,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from common import Adapter, AppSettings, Cache, Database, Enter, Graph, W3_PATH, item_body
+from common import (
+    W3_PATH,
+    Adapter,
+    AppSettings,
+    Cache,
+    Database,
+    Enter,
+    Graph,
+    item_body,
+)
 from fastapi import Depends, FastAPI
 from that_depends import BaseContainer, providers
 
@@ -47,7 +56,9 @@ def build(graph: Graph, backend: str) -> Enter:
         }
         attributes[name] = providers.Resource(_factory(graph, index), **dependencies)
     # that-depends keeps its containers by class name: one name per graph.
-    container = type(f"Graph{next(_graphs)}", (BaseContainer,), attributes)
+    container: type[BaseContainer] = type(
+        f"Graph{next(_graphs)}", (BaseContainer,), attributes
+    )
 
     @asynccontextmanager
     async def run() -> AsyncIterator[None]:
@@ -74,8 +85,8 @@ async def create_cache(settings: AppSettings) -> AsyncIterator[Cache]:
 
 class Container(BaseContainer):
     settings = providers.Resource(create_settings)
-    database = providers.Resource(create_database, settings)
-    cache = providers.Resource(create_cache, settings)
+    database = providers.Resource(create_database, settings.cast)
+    cache = providers.Resource(create_cache, settings.cast)
 
 
 @asynccontextmanager
@@ -106,8 +117,8 @@ ADAPTERS = [
         build=build,
         fastapi_app=fastapi_app,
         notes=(
-            "that-depends starts resources one at a time (init_resources) and "
-            "stops them in reverse declaration order; asyncio only (asyncio.Lock "
+            "init_resources() starts the resources one at a time in declaration "
+            "order, tear_down() stops them in reverse; asyncio only (asyncio.Lock "
             "inside Resource).",
         ),
     )

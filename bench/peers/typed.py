@@ -6,19 +6,14 @@ in a loop; this gives each one the signature a hand-written factory would have.
 """
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from common import Graph
 
 
-def resource_types(graph: Graph) -> list[type]:
-    """Return one distinct class per resource, since these libraries key by type."""
-    return [type(f"R_{name}", (), {"__slots__": ()}) for name in graph.names]
-
-
 def typed_factory(
-    graph: Graph, index: int, types: list[type]
+    graph: Graph, index: int, types: Sequence[type]
 ) -> Callable[..., AsyncIterator[Any]]:
     """Return an async generator factory for resource `index`.
 

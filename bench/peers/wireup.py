@@ -13,15 +13,24 @@ from contextlib import asynccontextmanager
 
 import wireup
 import wireup.integration.fastapi
-from common import Adapter, AppSettings, Cache, Database, Enter, Graph, W3_PATH, item_body
+from common import (
+    W3_PATH,
+    Adapter,
+    AppSettings,
+    Cache,
+    Database,
+    Enter,
+    Graph,
+    item_body,
+)
 from fastapi import FastAPI
 from wireup import Injected
 
-from peers.typed import resource_types, typed_factory
+from peers.typed import typed_factory
 
 
 def build(graph: Graph, backend: str) -> Enter:
-    types = resource_types(graph)
+    types = graph.types
     factories = [
         wireup.injectable(typed_factory(graph, index, types))
         for index in range(len(types))
@@ -78,10 +87,11 @@ ADAPTERS = [
         build=build,
         fastapi_app=fastapi_app,
         notes=(
-            "wireup creates singletons lazily, one at a time; start = "
-            "container.get() of every resource, stop = container.close(); a closed "
-            "container keeps its singletons, so each run creates a new container "
-            "(before the clock starts). asyncio only (asyncio.Lock inside).",
+            "creates singletons when first requested, one at a time: start = "
+            "container.get() of every resource, stop = container.close(). A "
+            "closed container keeps its singletons, so each run makes a new "
+            "container before the clock starts. asyncio only (asyncio.Lock "
+            "inside).",
         ),
     )
 ]
