@@ -181,10 +181,25 @@ def _time_builds(adapter: Adapter, size: int, backend: str) -> tuple[Enter, floa
     return enter, statistics.median(times)
 
 
-async def _wall(sampler: Sampler) -> float:
-    began = time.perf_counter()
+async def _prepare(
+    adapter: Adapter, size: int, repeat: int, backend: str
+) -> tuple[Sampler, float]:
+    """Build, warm up (first compilations, caches) and freeze one library's graph.
+
+    The built graph is moved out of the cyclic collector's reach
+    (``gc.freeze``), so that the objects one library keeps alive do not make
+    the collections during another library's samples longer; what each run
+    allocates is collected as usual.
+    """
+    enter, build = _time_builds(adapter, size, backend)
+
+    def sampler() -> Awaitable[float]:
+        return time_cycles(enter, repeat)
+
     await sampler()
-    return time.perf_counter() - began
+    gc.collect()
+    gc.freeze()
+    return sampler, build
 
 
 async def w2_size(
@@ -212,20 +227,12 @@ async def w2_size(
             )
             continue
         try:
-            enter, build = _time_builds(adapter, size, backend)
-
-            def sampler(enter: Enter = enter) -> Awaitable[float]:
-                return time_cycles(enter, repeat)
-
-            wall = await _wall(sampler)  # warmup, and the cost of one sample
+            sampler, build = await _prepare(adapter, size, repeat, backend)
         except Exception as exc:  # a peer's failure is reported
             errors[label] = _error(exc)
             skipped[label] = f"failed at N={size}"
             continue
-        history.setdefault(label, []).append((size, wall / repeat))
-        variants.append(
-            Variant(label, sampler, _rounds_within_budget(wall, rounds), build)
-        )
+        variants.append(Variant(label, sampler, rounds, build))
     await variants[0].sampler()  # warm the baseline up too
     for round_ in range(rounds):
         gc.collect()
@@ -233,27 +240,34 @@ async def w2_size(
         # Rotate the order every round so no variant always runs first.
         for offset in range(len(active)):
             variant = active[(round_ + offset) % len(active)]
+            began = time.perf_counter()
             try:
                 elapsed = await variant.sampler()
             except Exception as exc:
                 errors[variant.label] = _error(exc)
                 variant.rounds = round_
                 continue
+            if round_ == 0:  # slow libraries get fewer rounds
+                wall = time.perf_counter() - began
+                variant.rounds = _rounds_within_budget(wall, rounds)
             variant.samples.append(elapsed / (repeat * size))
     base = variants[0].samples
-    rows = [
-        {
-            "label": v.label,
-            "rounds": len(v.samples),
-            "per_resource": statistics.median(v.samples),
-            "ratio": statistics.median(
-                s / b for s, b in zip(v.samples, base[: len(v.samples)], strict=True)
-            ),
-            "build": v.build,
-        }
-        for v in variants
-        if v.samples
-    ]
+    rows: list[JSON] = []
+    for v in variants:
+        if not v.samples:
+            continue
+        median = statistics.median(v.samples)
+        history.setdefault(v.label, []).append((size, median * size))
+        pairs = zip(v.samples, base[: len(v.samples)], strict=True)
+        rows.append(
+            {
+                "label": v.label,
+                "rounds": len(v.samples),
+                "per_resource": median,
+                "ratio": statistics.median(s / b for s, b in pairs),
+                "build": v.build,
+            }
+        )
     return {"size": size, "rows": rows, "errors": errors}
 
 
@@ -279,7 +293,14 @@ async def w2(sizes: Sequence[int], quick: bool, backend: str, loaded: Loaded) ->
     results = []
     for size in sizes:
         rounds = 9 if size >= 10000 else (7 if quick else 31)
-        results.append(await w2_size(size, rounds, backend, adapters, skipped, history))
+        try:
+            results.append(
+                await w2_size(size, rounds, backend, adapters, skipped, history)
+            )
+        finally:
+            # The graphs of this N are gone: let the collector free them.
+            gc.unfreeze()
+            gc.collect()
     return {"sizes": results, "skipped": skipped}
 
 
@@ -486,15 +507,17 @@ IMPORT_CASES: Final = (
 )
 
 _IMPORT_SCRIPT: Final = """\
-import importlib, sys, time
-for name in {before!r}:
+import importlib, time
+def load(name):
     module, _, attribute = name.partition(":")
     imported = importlib.import_module(module)
     if attribute:
         getattr(imported, attribute)
+for name in {before!r}:
+    load(name)
 began = time.perf_counter()
 for name in {modules!r}:
-    importlib.import_module(name)
+    load(name)
 print(time.perf_counter() - began)
 """
 
@@ -502,12 +525,12 @@ print(time.perf_counter() - began)
 def time_import(before: Sequence[str], modules: Sequence[str], repeat: int) -> float:
     """Median time to import `modules` in a fresh interpreter that imported `before`.
 
-    An entry ``"module:attribute"`` of `before` also reads the attribute, which
-    loads what a lazy package (pydantic) defers until first use.
+    An entry ``"module:attribute"`` also reads the attribute, which loads what
+    a lazy package (pydantic) defers until first use.
     """
     script = _IMPORT_SCRIPT.format(before=tuple(before), modules=tuple(modules))
     times = []
-    for _ in range(repeat + 1):  # the first run writes the bytecode caches
+    for _ in range(repeat):
         result = subprocess.run(
             (sys.executable, "-c", script),
             capture_output=True,
@@ -516,12 +539,25 @@ def time_import(before: Sequence[str], modules: Sequence[str], repeat: int) -> f
             timeout=120,
         )
         times.append(float(result.stdout.strip()))
-    return statistics.median(times[1:])
+    return statistics.median(times)
+
+
+def _try_time_import(
+    before: Sequence[str], modules: Sequence[str], repeat: int
+) -> float | str:
+    """Return `time_import`'s result, or why it failed."""
+    try:
+        return time_import(before, modules, repeat)
+    except (subprocess.SubprocessError, ValueError) as exc:
+        return _error(exc)
 
 
 def imports(repeat: int) -> JSON:
     rows: list[JSON] = []
     errors: dict[str, str] = {}
+    everything = [m for c in IMPORT_CASES for m in (*c.modules, *c.integration)]
+    for module in ("fastapi", *everything):  # write the bytecode caches first
+        _try_time_import((), (module,), 1)
     for case in IMPORT_CASES:
         try:
             alone = time_import((), case.modules, repeat)
@@ -544,16 +580,22 @@ def imports(repeat: int) -> JSON:
             }
         )
     pydantic = ("anyio", "pydantic:BaseModel")
-    reference = {
-        "fastapi": time_import((), ("fastapi",), repeat),
-        "anyio + pydantic.BaseModel": time_import((), pydantic, repeat),
-        "lifespan_kit after import anyio, pydantic": time_import(
-            ("anyio", "pydantic"), ("lifespan_kit",), repeat
+    references = {
+        "fastapi": ((), ("fastapi",)),
+        "anyio + pydantic.BaseModel": ((), pydantic),
+        "lifespan_kit after import anyio, pydantic": (
+            ("anyio", "pydantic"),
+            ("lifespan_kit",),
         ),
-        "lifespan_kit after anyio + pydantic.BaseModel": time_import(
-            pydantic, ("lifespan_kit",), repeat
-        ),
+        "lifespan_kit after anyio + pydantic.BaseModel": (pydantic, ("lifespan_kit",)),
     }
+    reference: dict[str, float] = {}
+    for label, (before, modules) in references.items():
+        found = _try_time_import(before, modules, repeat)
+        if isinstance(found, str):
+            errors[label] = found
+        else:
+            reference[label] = found
     return {"rows": rows, "errors": errors, "reference": reference, "repeat": repeat}
 
 
