@@ -258,7 +258,7 @@ def format_w2(backend: str, result: JSON) -> tuple[list[str], list[str]]:
         header,
     ]
     build_lines = [
-        f"{title}: declaring and validating the graph, ms (build; median of up to 3)",
+        f"{title}: declaring and validating the graph, ms (build; median of up to 5)",
         "",
         f"  {'library':<28}"
         + "".join(f" {'N=' + str(n):>10}" for n in sizes)
@@ -325,10 +325,17 @@ def format_w2(backend: str, result: JSON) -> tuple[list[str], list[str]]:
             growth = _growth(
                 at_1000.get(label), tables[10000].get(label), "per_resource", 10
             )
+            base = _growth(
+                at_1000.get("AsyncExitStack"),
+                tables[10000].get("AsyncExitStack"),
+                "per_resource",
+                10,
+            )
             if not math.isnan(growth):
                 targets.append(
                     f"  W2 {backend}, {label}: N=10000 takes {growth:.1f} x N=1000 "
                     f"<= {W2_GROWTH_TARGET:.0f}: {_verdict(growth <= W2_GROWTH_TARGET)}"
+                    f" (AsyncExitStack: {base:.1f})"
                 )
     return [*lines, "", *build_lines], targets
 
