@@ -387,8 +387,8 @@ def format_imports(result: JSON) -> tuple[list[str], list[str]]:
     if failed:
         return failed, ["  import time: no result"]
     lines = [
-        f"{title}: ms, median of {result['repeat']} fresh interpreters "
-        "(after one that writes the bytecode caches)",
+        f"{title}: ms, median of {result['repeat']} fresh interpreters, "
+        "in interleaved rounds (bytecode caches written first)",
         "",
         f"  {'library':<28} {'alone':>8} {'after fastapi':>13} "
         f"{'+ integration':>13}  integration module",

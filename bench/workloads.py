@@ -458,12 +458,16 @@ async def w3(calls: int, rounds: int, backend: str, loaded: Loaded) -> JSON:
             served[label] = (app, state)
             samples[label] = []
         labels = list(served)
+        # As in W2: the apps stay out of the collector's reach while measured.
+        gc.collect()
+        gc.freeze()
         for round_ in range(rounds):
             gc.collect()
             for offset in range(len(labels)):
                 label = labels[(round_ + offset) % len(labels)]
                 app, state = served[label]
                 samples[label].append(await _time_calls(app, state, per_round))
+        gc.unfreeze()
     base = samples.get(W3_BASELINE, [])
     rows = [
         {
@@ -522,15 +526,15 @@ print(time.perf_counter() - began)
 """
 
 
-def time_import(before: Sequence[str], modules: Sequence[str], repeat: int) -> float:
-    """Median time to import `modules` in a fresh interpreter that imported `before`.
+def time_import(before: Sequence[str], modules: Sequence[str]) -> float | str:
+    """Time importing `modules` in a fresh interpreter that imported `before`.
 
     An entry ``"module:attribute"`` also reads the attribute, which loads what
-    a lazy package (pydantic) defers until first use.
+    a lazy package (pydantic) defers until first use. Returns the seconds, or
+    why the import failed.
     """
     script = _IMPORT_SCRIPT.format(before=tuple(before), modules=tuple(modules))
-    times = []
-    for _ in range(repeat):
+    try:
         result = subprocess.run(
             (sys.executable, "-c", script),
             capture_output=True,
@@ -538,64 +542,71 @@ def time_import(before: Sequence[str], modules: Sequence[str], repeat: int) -> f
             check=True,
             timeout=120,
         )
-        times.append(float(result.stdout.strip()))
-    return statistics.median(times)
-
-
-def _try_time_import(
-    before: Sequence[str], modules: Sequence[str], repeat: int
-) -> float | str:
-    """Return `time_import`'s result, or why it failed."""
-    try:
-        return time_import(before, modules, repeat)
+        return float(result.stdout.strip())
     except (subprocess.SubprocessError, ValueError) as exc:
         return _error(exc)
 
 
-def imports(repeat: int) -> JSON:
-    rows: list[JSON] = []
-    errors: dict[str, str] = {}
-    everything = [m for c in IMPORT_CASES for m in (*c.modules, *c.integration)]
-    for module in ("fastapi", *everything):  # write the bytecode caches first
-        _try_time_import((), (module,), 1)
+ImportJob = tuple[tuple[str, ...], tuple[str, ...]]  # (imported before, timed)
+
+
+def _import_jobs() -> dict[tuple[str, str], ImportJob]:
+    jobs: dict[tuple[str, str], ImportJob] = {}
     for case in IMPORT_CASES:
-        try:
-            alone = time_import((), case.modules, repeat)
-            after_fastapi = time_import(("fastapi",), case.modules, repeat)
-            integration = (
-                time_import(("fastapi",), case.modules + case.integration, repeat)
-                if case.integration
-                else math.nan
+        jobs[case.label, "alone"] = ((), case.modules)
+        jobs[case.label, "after_fastapi"] = (("fastapi",), case.modules)
+        if case.integration:
+            jobs[case.label, "with_integration"] = (
+                ("fastapi",),
+                case.modules + case.integration,
             )
-        except (subprocess.SubprocessError, ValueError) as exc:
-            errors[case.label] = _error(exc)
-            continue
-        rows.append(
-            {
-                "label": case.label,
-                "alone": alone,
-                "after_fastapi": after_fastapi,
-                "with_integration": integration,
-                "integration": ", ".join(case.integration),
-            }
-        )
     pydantic = ("anyio", "pydantic:BaseModel")
-    references = {
-        "fastapi": ((), ("fastapi",)),
-        "anyio + pydantic.BaseModel": ((), pydantic),
-        "lifespan_kit after import anyio, pydantic": (
-            ("anyio", "pydantic"),
-            ("lifespan_kit",),
-        ),
-        "lifespan_kit after anyio + pydantic.BaseModel": (pydantic, ("lifespan_kit",)),
+    jobs["reference", "fastapi"] = ((), ("fastapi",))
+    jobs["reference", "anyio + pydantic.BaseModel"] = ((), pydantic)
+    jobs["reference", "lifespan_kit after import anyio, pydantic"] = (
+        ("anyio", "pydantic"),
+        ("lifespan_kit",),
+    )
+    jobs["reference", "lifespan_kit after anyio + pydantic.BaseModel"] = (
+        pydantic,
+        ("lifespan_kit",),
+    )
+    return jobs
+
+
+def imports(repeat: int) -> JSON:
+    """Time every import `repeat` times, one round of all of them after another.
+
+    Interleaving the rounds spreads a busy moment of the machine over every
+    library instead of one.
+    """
+    jobs = _import_jobs()
+    for before, modules in jobs.values():  # write the bytecode caches first
+        time_import(before, modules)
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in jobs}
+    errors: dict[str, str] = {}
+    for _ in range(repeat):
+        for key, (before, modules) in jobs.items():
+            found = time_import(before, modules)
+            if isinstance(found, str):
+                errors[key[0] if key[0] != "reference" else key[1]] = found
+            else:
+                times[key].append(found)
+    median = {key: statistics.median(found) for key, found in times.items() if found}
+    rows: list[JSON] = [
+        {
+            "label": case.label,
+            "alone": median[case.label, "alone"],
+            "after_fastapi": median[case.label, "after_fastapi"],
+            "with_integration": median.get((case.label, "with_integration"), math.nan),
+            "integration": ", ".join(case.integration),
+        }
+        for case in IMPORT_CASES
+        if case.label not in errors
+    ]
+    reference = {
+        name: value for (kind, name), value in median.items() if kind == "reference"
     }
-    reference: dict[str, float] = {}
-    for label, (before, modules) in references.items():
-        found = _try_time_import(before, modules, repeat)
-        if isinstance(found, str):
-            errors[label] = found
-        else:
-            reference[label] = found
     return {"rows": rows, "errors": errors, "reference": reference, "repeat": repeat}
 
 
