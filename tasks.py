@@ -8,9 +8,12 @@ Usage:
     python3 tasks.py docs build  build the documentation site (strict) into site/
     python3 tasks.py docs serve  serve the documentation on http://127.0.0.1:8000
     python3 tasks.py bench       run the benchmarks in bench/
+    python3 tasks.py compare     compare lifespan_kit with other libraries
 
 Each task creates ``.venv`` on first use (or when pyproject.toml changes) and
-installs the project with the dependency groups it needs.
+installs the project with the dependency groups it needs. ``compare`` uses its
+own ``.venv-bench`` with bench/requirements-peers.txt, so the libraries it
+compares never enter the development environment.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+BENCH_VENV = ROOT / ".venv-bench"
+BENCH_PYTHON = (
+    BENCH_VENV
+    / ("Scripts" if os.name == "nt" else "bin")
+    / ("python.exe" if os.name == "nt" else "python")
+)
+PEERS = ROOT / "bench" / "requirements-peers.txt"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
@@ -148,6 +158,35 @@ def bench() -> None:
     run(PYTHON, ROOT / "bench" / "run.py", *sys.argv[2:])
 
 
+def ensure_bench_venv() -> None:
+    """Create .venv-bench with the compared libraries and lifespan_kit (editable)."""
+    stamp = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + PEERS.read_bytes()
+    ).hexdigest()
+    stamp_file = BENCH_VENV / ".installed"
+    if stamp_file.exists() and stamp_file.read_text() == stamp:
+        return
+    if not BENCH_PYTHON.exists():
+        print(f"+ creating {BENCH_VENV.name}", flush=True)
+        venv.create(BENCH_VENV, with_pip=True)
+    pip = (
+        BENCH_PYTHON,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    )
+    run(*pip, "--requirement", PEERS, "--editable", ".")
+    stamp_file.write_text(stamp)
+
+
+def compare() -> None:
+    """Compare lifespan_kit with other libraries; update bench/RESULTS.md."""
+    ensure_bench_venv()
+    run(BENCH_PYTHON, ROOT / "bench" / "compare.py", *sys.argv[2:])
+
+
 TASKS = {
     "demo": demo,
     "quickstart": quickstart,
@@ -155,6 +194,7 @@ TASKS = {
     "lint": lint,
     "docs": docs,
     "bench": bench,
+    "compare": compare,
 }
 
 if __name__ == "__main__":

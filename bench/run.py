@@ -28,16 +28,9 @@ See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import gc
-import importlib.metadata
 import importlib.util
-import os
-import platform
-import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -45,25 +38,33 @@ from dataclasses import dataclass
 from typing import Final
 
 import anyio
+from common import (
+    W1_TIMEOUT,
+    Dag,
+    Timing,
+    Trace,
+    count_violations,
+    critical_path,
+    machine_lines,
+    make_dag,
+    noop_resource,
+    time_cycles,
+    time_exit_stack,
+    w1_exit_stack,
+    w1_ideal,
+)
 
 from lifespan_kit import Lifespan, Registry, ResourceMap, StartupReport
 
 BACKENDS: Final = ("asyncio", "trio")
 DEFAULT_SEED: Final = 1
 
-W1_SIZE: Final = 40
-W1_MAX_DEPENDENCIES: Final = 3
-W1_START_MS: Final = (5.0, 40.0)
 W1_TARGET: Final = 1.10
-W1_TIMEOUT: Final = 60.0  # seconds; a run that takes longer is reported as a hang
 
 W2_HEADLINE_N: Final = 1000
 W2_SEQUENTIAL_TARGET: Final = 1.5
 W2_CONCURRENT_TARGET: Final = 6.0
 W2_WORK_PER_SAMPLE: Final = 1000  # resources per timed sample, for small N
-
-Trace = list[tuple[str, int]]
-"""Start and stop events in the order they happened: (kind, resource index)."""
 
 
 @dataclass(frozen=True)
@@ -90,103 +91,6 @@ class Settings:
 # --- W1: latency on a random DAG ---------------------------------------------
 
 
-@dataclass(frozen=True)
-class Dag:
-    """A random resource graph; dependencies always point to earlier indexes."""
-
-    names: tuple[str, ...]
-    dependencies: tuple[tuple[int, ...], ...]
-    start: tuple[float, ...]  # seconds
-    stop: tuple[float, ...]  # seconds
-
-    @property
-    def dependents(self) -> tuple[tuple[int, ...], ...]:
-        found: list[list[int]] = [[] for _ in self.names]
-        for index, dependencies in enumerate(self.dependencies):
-            for dependency in dependencies:
-                found[dependency].append(index)
-        return tuple(tuple(d) for d in found)
-
-
-def make_dag(seed: int, size: int = W1_SIZE) -> Dag:
-    rng = random.Random(seed)
-    dependencies: list[tuple[int, ...]] = []
-    start: list[float] = []
-    for index in range(size):
-        count = rng.randint(0, min(W1_MAX_DEPENDENCIES, index))
-        dependencies.append(tuple(sorted(rng.sample(range(index), count))))
-        start.append(rng.uniform(*W1_START_MS) / 1000)
-    return Dag(
-        names=tuple(f"r{index:02d}" for index in range(size)),
-        dependencies=tuple(dependencies),
-        start=tuple(start),
-        stop=tuple(duration / 2 for duration in start),
-    )
-
-
-def critical_path(dag: Dag, durations: Sequence[float]) -> tuple[float, list[int]]:
-    """Return the longest path through the DAG, weighting each node by duration.
-
-    The same path bounds the teardown, which walks the graph the other way.
-    """
-    finish: list[float] = []
-    previous: list[int | None] = []
-    for index, dependencies in enumerate(dag.dependencies):
-        before = max(dependencies, key=finish.__getitem__, default=None)
-        previous.append(before)
-        finish.append(durations[index] + (0.0 if before is None else finish[before]))
-    last = max(range(len(finish)), key=finish.__getitem__)
-    path = [last]
-    while (before := previous[path[-1]]) is not None:
-        path.append(before)
-    return finish[last], path[::-1]
-
-
-def count_violations(dag: Dag, trace: Trace) -> int:
-    """Count dependency-order violations and missing or repeated events.
-
-    A resource must begin its start after every dependency finished starting,
-    and begin its stop after every dependent finished stopping.
-    """
-    seen: dict[tuple[str, int], int] = {}
-    violations = 0
-    for sequence, event in enumerate(trace):
-        if event in seen:
-            violations += 1
-        seen[event] = sequence
-    missing = object()
-    for index in range(len(dag.names)):
-        for kind in ("start_begin", "start_end", "stop_begin", "stop_end"):
-            if seen.get((kind, index), missing) is missing:
-                violations += 1
-    for index, dependencies in enumerate(dag.dependencies):
-        for dependency in dependencies:
-            began = seen.get(("start_begin", index))
-            ready = seen.get(("start_end", dependency))
-            if began is not None and ready is not None and began < ready:
-                violations += 1
-            stopping = seen.get(("stop_begin", dependency))
-            stopped = seen.get(("stop_end", index))
-            if stopping is not None and stopped is not None and stopping < stopped:
-                violations += 1
-    return violations
-
-
-async def _sleeping_resource(
-    index: int, start: float, stop: float, trace: Trace
-) -> AsyncIterator[None]:
-    trace.append(("start_begin", index))
-    await anyio.sleep(start)
-    trace.append(("start_end", index))
-    yield None
-    trace.append(("stop_begin", index))
-    await anyio.sleep(stop)
-    trace.append(("stop_end", index))
-
-
-_sleeping_context = contextlib.asynccontextmanager(_sleeping_resource)
-
-
 def _sleeping_factory(
     dag: Dag, index: int, trace: Trace
 ) -> Callable[..., AsyncIterator[None]]:
@@ -202,15 +106,6 @@ def _sleeping_factory(
         trace.append(("stop_end", index))
 
     return factory
-
-
-@dataclass(frozen=True)
-class Timing:
-    """One W1 run: wall times in seconds and the dependency-order violations."""
-
-    startup: float
-    teardown: float
-    violations: int
 
 
 async def w1_lifespan_kit(
@@ -230,58 +125,6 @@ async def w1_lifespan_kit(
         ended = time.perf_counter()
     if reports is not None:
         reports.append(lifespan.report)
-    return Timing(ready - began, ended - leaving, count_violations(dag, trace))
-
-
-async def w1_exit_stack(dag: Dag) -> Timing:
-    trace: Trace = []
-    with anyio.fail_after(W1_TIMEOUT):
-        began = time.perf_counter()
-        async with contextlib.AsyncExitStack() as stack:
-            for index in range(len(dag.names)):  # indexes are a topological order
-                await stack.enter_async_context(
-                    _sleeping_context(index, dag.start[index], dag.stop[index], trace)
-                )
-            ready = time.perf_counter()
-            leaving = time.perf_counter()
-        ended = time.perf_counter()
-    return Timing(ready - began, ended - leaving, count_violations(dag, trace))
-
-
-async def w1_ideal(dag: Dag) -> Timing:
-    """One task per resource, each waiting on its dependencies' events."""
-    trace: Trace = []
-    size = len(dag.names)
-    dependents = dag.dependents
-    started = [anyio.Event() for _ in range(size)]
-    stopped = [anyio.Event() for _ in range(size)]
-    all_started = anyio.Event()
-    release = anyio.Event()
-    pending = [size]
-
-    async def host(index: int) -> None:
-        for dependency in dag.dependencies[index]:
-            await started[dependency].wait()
-        async with _sleeping_context(index, dag.start[index], dag.stop[index], trace):
-            started[index].set()
-            pending[0] -= 1
-            if pending[0] == 0:
-                all_started.set()
-            await release.wait()
-            for dependent in dependents[index]:
-                await stopped[dependent].wait()
-        stopped[index].set()
-
-    with anyio.fail_after(W1_TIMEOUT):
-        began = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for index in range(size):
-                tg.start_soon(host, index)
-            await all_started.wait()
-            ready = time.perf_counter()
-            leaving = time.perf_counter()
-            release.set()
-        ended = time.perf_counter()
     return Timing(ready - began, ended - leaving, count_violations(dag, trace))
 
 
@@ -378,35 +221,11 @@ def format_w1(backend: str, dag: Dag, result: W1Result) -> list[str]:
 # --- W2: per-resource overhead -----------------------------------------------
 
 
-async def _noop_resource() -> AsyncIterator[None]:
-    yield None
-
-
-_noop_context = contextlib.asynccontextmanager(_noop_resource)
-
-
 def _noop_lifespan(size: int, concurrency: int | None) -> Lifespan[ResourceMap]:
     registry = Registry()
     for index in range(size):
-        registry.add(f"r{index}", _noop_resource)
+        registry.add(f"r{index}", noop_resource)
     return registry.lifespan(concurrency=concurrency)
-
-
-async def _time_exit_stack(size: int, repeat: int) -> float:
-    began = time.perf_counter()
-    for _ in range(repeat):
-        async with contextlib.AsyncExitStack() as stack:
-            for _ in range(size):
-                await stack.enter_async_context(_noop_context())
-    return time.perf_counter() - began
-
-
-async def _time_lifespan(lifespan: Lifespan[ResourceMap], repeat: int) -> float:
-    began = time.perf_counter()
-    for _ in range(repeat):
-        async with lifespan:
-            pass
-    return time.perf_counter() - began
 
 
 @dataclass(frozen=True)
@@ -427,9 +246,9 @@ async def w2_size(size: int, rounds: int) -> W2Row:
     sequential = _noop_lifespan(size, 1)
     concurrent = _noop_lifespan(size, None)
     variants: list[Callable[[], Awaitable[float]]] = [
-        lambda: _time_exit_stack(size, repeat),
-        lambda: _time_lifespan(sequential, repeat),
-        lambda: _time_lifespan(concurrent, repeat),
+        lambda: time_exit_stack(size, repeat),
+        lambda: time_cycles(lambda: sequential, repeat),
+        lambda: time_cycles(lambda: concurrent, repeat),
     ]
     for variant in variants:  # warmup
         await variant()
@@ -496,61 +315,6 @@ def format_w2(backend: str, rows: list[W2Row]) -> list[str]:
 async def run_backend(settings: Settings) -> tuple[W1Result, list[W2Row]]:
     dag = make_dag(settings.seed)
     return await w1(dag, settings), await w2(settings)
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _source_revision() -> str:
-    """Return the git commit of lifespan_kit's source, when run from a checkout."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    git = ("git", "-C", root)
-    try:
-        commit = subprocess.run(
-            (*git, "rev-parse", "--short", "HEAD"),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            (*git, "status", "--porcelain", "--", "lifespan_kit"),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return f" (git {commit}{', with local changes' if changes else ''})"
-
-
-def _cpu_model() -> str:
-    with (
-        contextlib.suppress(OSError),
-        open("/proc/cpuinfo", encoding="utf-8") as cpuinfo,
-    ):
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def machine_lines() -> list[str]:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return [
-        "Machine",
-        f"  platform:     {platform.platform()}",
-        f"  cpu:          {_cpu_model()}, {os.cpu_count()} logical CPUs",
-        f"  python:       {platform.python_implementation()} "
-        f"{platform.python_version()}",
-        f"  lifespan_kit: {_version('lifespan_kit')}{_source_revision()}",
-        f"  anyio:        {_version('anyio')}",
-        f"  trio:         {_version('trio')}",
-        f"  date:         {now:%Y-%m-%d %H:%M} UTC",
-    ]
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
