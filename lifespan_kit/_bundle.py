@@ -41,7 +41,12 @@ class Bundle(BaseModel):
     """
 
     model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, arbitrary_types_allowed=True, strict=True, extra="forbid"
+        frozen=True,
+        arbitrary_types_allowed=True,
+        strict=True,
+        extra="forbid",
+        # Built on first use: importing a module of bundles stays cheap.
+        defer_build=True,
     )
 
 

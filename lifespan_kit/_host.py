@@ -18,7 +18,6 @@ afterwards by its overrun.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import operator
@@ -224,6 +223,8 @@ def _anyio_scopes(backend: type[AsyncBackend]) -> CreateScope:
 def _asyncio_scopes(
     backend: type[AsyncBackend],
 ) -> tuple[CreateScope, Callable[[], Innermost], Callable[[], Callable[[], float]]]:
+    import asyncio  # only here: trio programs need not import it
+
     task_states = vars(sys.modules[backend.__module__]).get("_task_states")
 
     def find_innermost() -> Innermost:

@@ -715,7 +715,7 @@ class _Options:
         )
 
 
-_NO_TIMEOUTS: Final = Timeouts()
+_NO_TIMEOUTS: Final = Timeouts.model_construct()  # no validation: built on first use
 
 
 class _Decorator:

@@ -266,7 +266,9 @@ class ResourceHealth(BaseModel):
     Added in 0.1.
     """
 
-    model_config: ClassVar[ConfigDict] = ConfigDict(frozen=True, extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(
+        frozen=True, extra="forbid", defer_build=True
+    )
 
     status: HealthStatus
     duration: float
@@ -291,7 +293,9 @@ class HealthReport(BaseModel):
     Added in 0.1.
     """
 
-    model_config: ClassVar[ConfigDict] = ConfigDict(frozen=True, extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(
+        frozen=True, extra="forbid", defer_build=True
+    )
 
     resources: dict[str, ResourceHealth]
 

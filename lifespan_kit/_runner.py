@@ -20,7 +20,6 @@ The shutdown (from the first signal, or from main's end) is bounded by
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
@@ -440,6 +439,8 @@ def _scheduler(backend: Backend) -> Schedule:
         import trio  # only loaded on the trio backend
 
         return trio.lowlevel.current_trio_token().run_sync_soon
+    import asyncio  # only loaded on the asyncio backend (trio programs skip it)
+
     return asyncio.get_running_loop().call_soon_threadsafe
 
 

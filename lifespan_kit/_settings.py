@@ -22,7 +22,9 @@ class Timeouts(BaseModel):
     Use `math.inf` for no limit.
     """
 
-    model_config: ClassVar[ConfigDict] = ConfigDict(frozen=True, extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(
+        frozen=True, extra="forbid", defer_build=True
+    )
 
     start_timeout: Seconds | None = None
     stop_timeout: Seconds | None = None

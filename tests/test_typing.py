@@ -46,7 +46,7 @@ def _members(cls: type) -> Iterator[Callable[..., object]]:
     for klass in cls.__mro__:
         if not _is_ours(klass):
             continue
-        for name, attr in vars(klass).items():
+        for name, attr in list(vars(klass).items()):  # a read may build a model
             if name.startswith("_") and not name.endswith("__"):
                 continue
             func = attr.fget if isinstance(attr, property) else attr
