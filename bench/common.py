@@ -167,6 +167,27 @@ class Graph:
         return cls(names, ((),) * size, None, _classes(names))
 
 
+def keyword_resource(graph: Graph, index: int) -> Callable[..., AsyncIterator[object]]:
+    """Resource `index` as an async generator taking its dependencies by keyword.
+
+    It yields its index; with the graph's hooks it starts and stops through them.
+    """
+    hooks = graph.hooks
+    if hooks is None:
+
+        async def noop(**dependencies: object) -> AsyncIterator[object]:
+            yield index
+
+        return noop
+
+    async def factory(**dependencies: object) -> AsyncIterator[object]:
+        await hooks.start(index)
+        yield index
+        await hooks.stop(index)
+
+    return factory
+
+
 def _classes(names: Sequence[str]) -> tuple[type, ...]:
     return tuple(type(f"R_{name}", (), {"__slots__": ()}) for name in names)
 

@@ -9,7 +9,7 @@ resources that no initialized resource depends on. W3: ``container.wire()``
 with ``@inject`` and ``Depends(Provide[Container.provider])``.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from common import (
@@ -21,27 +21,11 @@ from common import (
     Enter,
     Graph,
     item_body,
+    keyword_resource,
 )
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
 from fastapi import Depends, FastAPI
-
-
-def _factory(graph: Graph, index: int) -> Callable[..., AsyncIterator[object]]:
-    hooks = graph.hooks
-    if hooks is None:
-
-        async def noop(**dependencies: object) -> AsyncIterator[object]:
-            yield index
-
-        return noop
-
-    async def factory(**dependencies: object) -> AsyncIterator[object]:
-        await hooks.start(index)
-        yield index
-        await hooks.stop(index)
-
-    return factory
 
 
 def build(graph: Graph, backend: str) -> Enter:
@@ -51,7 +35,7 @@ def build(graph: Graph, backend: str) -> Enter:
         dependencies = {
             f"d{k}": resources[d] for k, d in enumerate(graph.dependencies[index])
         }
-        resource = providers.Resource(_factory(graph, index), **dependencies)
+        resource = providers.Resource(keyword_resource(graph, index), **dependencies)
         resources.append(resource)
         setattr(container, name, resource)
 

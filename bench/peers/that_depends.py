@@ -9,7 +9,7 @@ declaration order. W3: ``Depends(Container.provider)`` in the endpoint.
 """
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -22,27 +22,10 @@ from common import (
     Enter,
     Graph,
     item_body,
+    keyword_resource,
 )
 from fastapi import Depends, FastAPI
 from that_depends import BaseContainer, providers
-
-
-def _factory(graph: Graph, index: int) -> Callable[..., AsyncIterator[object]]:
-    hooks = graph.hooks
-    if hooks is None:
-
-        async def noop(**dependencies: object) -> AsyncIterator[object]:
-            yield index
-
-        return noop
-
-    async def factory(**dependencies: object) -> AsyncIterator[object]:
-        await hooks.start(index)
-        yield index
-        await hooks.stop(index)
-
-    return factory
-
 
 _graphs = itertools.count()
 
@@ -54,7 +37,9 @@ def build(graph: Graph, backend: str) -> Enter:
             f"d{k}": attributes[graph.names[d]]
             for k, d in enumerate(graph.dependencies[index])
         }
-        attributes[name] = providers.Resource(_factory(graph, index), **dependencies)
+        attributes[name] = providers.Resource(
+            keyword_resource(graph, index), **dependencies
+        )
     # that-depends keeps its containers by class name: one name per graph.
     container: type[BaseContainer] = type(
         f"Graph{next(_graphs)}", (BaseContainer,), attributes
