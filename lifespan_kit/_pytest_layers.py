@@ -126,7 +126,8 @@ class _Layer:
     failures: dict[str, BaseException] = field(default_factory=dict[str, BaseException])
 
 
-_LayerKey = tuple[int, int, int, int]
+_LayerKey = tuple["_Driver", int, "pytest.Item | pytest.Collector", Registry]
+"""A layer's identity: its loop, its level, its scope node and its registry."""
 
 
 class State:
@@ -144,7 +145,7 @@ class State:
         self.layers: dict[_LayerKey, _Layer] = {}
         self.drivers: list[_Driver] = []
         self.items: list[pytest.Item] = []
-        self.positions: dict[int, int] = {}
+        self.positions: dict[pytest.Item, int] = {}
 
     def driver_for(self, request: pytest.FixtureRequest) -> _Driver:
         item = request.node
@@ -217,7 +218,7 @@ class State:
 
     def next_running(self, next_item: pytest.Item | None) -> pytest.Item | None:
         """The next test that is not skipped by a plain ``skip`` marker."""
-        index = self.positions.get(id(next_item))
+        index = None if next_item is None else self.positions.get(next_item)
         if index is None:
             return next_item
         for upcoming in self.items[index:]:
@@ -278,7 +279,6 @@ class Resolver:
         assert isinstance(item, pytest.Item)
         self._state = state
         self._item = item
-        self._request = request
         self._base = registry
         replacements, self._override_levels = _overrides(item, fixture_overrides)
         self._registry = registry.override(**replacements) if replacements else registry
@@ -297,7 +297,7 @@ class Resolver:
     async def _resolve(self, name: str, driver: _Driver) -> object:
         level = self._level(name)
         node = _scope_node(self._item, level)
-        key = (id(driver), level, id(node), id(self._base))
+        key = (driver, level, node, self._base)
         layer = self._state.layers.get(key)
         if layer is not None and name in layer.values:
             return layer.values[name]

@@ -325,7 +325,7 @@ def pytest_runtest_teardown(
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Number the tests, to look past the skipped ones quickly."""
     state = session.config.stash[_STATE]
-    state.positions = {id(item): index for index, item in enumerate(session.items)}
+    state.positions = {item: index for index, item in enumerate(session.items)}
     state.items = session.items
 
 
