@@ -98,9 +98,7 @@ class Host:
 
     def open_shielded_scope(self) -> Scope:
         """Return the entered shared scope, shielded, for a teardown."""
-        scope = self._shared
-        if scope is None:
-            scope = self.open_scope()
+        scope = self.open_scope()
         if not self._is_shared_shielded:
             scope.shield = self._is_shared_shielded = True
         return scope
