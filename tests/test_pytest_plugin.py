@@ -761,3 +761,30 @@ def test_skipped_tests_between_do_not_end_the_loop(pytester: pytest.Pytester) ->
     )
     run(pytester).assert_outcomes(passed=2, skipped=2)
     assert events(pytester).count("repo up") == 1
+
+
+def test_a_sync_test_after_async_ones_can_run_its_own_loop(
+    pytester: pytest.Pytester,
+) -> None:
+    # anyio refuses `anyio.run` while its test runner is held: the plugin gives
+    # the runner back before a sync test, even one parametrized on the backend.
+    project(pytester)
+    pytester.makepyfile(
+        test_sample="""
+        import anyio
+        import pytest
+
+        @pytest.fixture(params=["asyncio"])
+        def anyio_backend(request):
+            return request.param
+
+        @pytest.mark.anyio
+        async def test_async(repo):
+            assert repo == "repo(db(real))"
+
+        def test_sync_runs_a_loop(anyio_backend):
+            anyio.run(anyio.sleep, 0, backend=anyio_backend)
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+    assert events(pytester)[-1] == "settings down"
