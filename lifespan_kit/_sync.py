@@ -129,7 +129,7 @@ def enter_in_thread(
     resource_name: str,
     dependency_path: tuple[str, ...],
 ) -> Entered:
-    """Call `factory` and enter its result unless the event loop must (in the thread)."""
+    """In the thread: call `factory`, and enter its result unless the loop must."""
     result = factory(*args, **kwargs)
     if is_async(result):
         return Entered(result, None, is_async=True)
@@ -161,9 +161,7 @@ class ResourceThread:
         # The factory sees the caller's context variables, as with anyio.to_thread.
         self._context = contextvars.copy_context()
         # Jobs for the thread, in order; None ends it.
-        self._jobs: queue.SimpleQueue[Callable[[], object] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._exit: SyncExit | None = None
         self._thread = threading.Thread(
             target=self._serve,
@@ -282,14 +280,16 @@ class _Call(Generic[ResultT]):
             is_abandoned = self._state == "abandoned"
             if not is_abandoned:
                 self._state = "finished"
-        if is_abandoned:
-            self.discard()
-            return
-        try:
-            self._schedule(self._done.set)
-        except RuntimeError:
-            # The event loop is closed: nobody will ever take the outcome.
-            self.discard()
+        if not is_abandoned:
+            try:
+                self._schedule(self._done.set)
+            except RuntimeError:
+                # The event loop is closed: nobody will ever take the outcome.
+                with self._lock:
+                    self._state = "abandoned"
+            else:
+                return
+        self.discard()
 
     async def wait(self) -> None:
         """Wait, on the event loop, until the job is done."""
