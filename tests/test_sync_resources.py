@@ -373,7 +373,15 @@ async def test_exit_that_raises_is_a_shutdown_error_and_the_rest_still_stop(
     assert error.resource_name == "faulty"
     assert "Resource 'faulty' failed during shutdown" in str(error)
     assert isinstance(error.__cause__, OSError)
-    assert recorder.events[-4:] == ["body", "stop top", "exit faulty", "stop base"]
+    assert recorder.events == [
+        "start base",
+        "enter faulty",
+        "start top",
+        "body",
+        "stop top",
+        "exit faulty",
+        "stop base",
+    ]
     assert resource_threads() == []
 
 
