@@ -15,11 +15,12 @@ Events come in pairs whatever happens: "starting" is closed by exactly one
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
@@ -28,6 +29,14 @@ from lifespan_kit._background import BackgroundTask
 from lifespan_kit._host import Host, Scope, armed, disarm, resumed
 from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure, logger
 from lifespan_kit._resource import Resource, matches
+from lifespan_kit._sync import (
+    ResourceThread,
+    enter,
+    enter_in_thread,
+    exit_on_loop,
+    is_async,
+    is_async_context,
+)
 from lifespan_kit._types import AsyncContextManagerLike
 from lifespan_kit.errors import (
     DependencyTypeError,
@@ -433,22 +442,49 @@ class Instance:
             await task.start(args, kwargs)
             self._teardown = task.stop
             return None
+        if self.resource.thread:
+            return await self._enter_in_thread(factory, args, kwargs)
         result = factory(*args, **kwargs)
-        # An async context manager comes first: asyncpg's pool, for one, is
-        # also awaitable, but only `async with` closes it again.
-        if hasattr(result, "__aenter__") and hasattr(result, "__aexit__"):
+        if is_async(result):
+            return await self._enter_async(result)
+        value, exit_sync = enter(result, self.resource.name, self.dependency_path)
+        if exit_sync is not None:
+            self._teardown = functools.partial(exit_on_loop, exit_sync)
+        return value
+
+    async def _enter_in_thread(
+        self,
+        factory: Callable[..., object],
+        args: list[object],
+        kwargs: dict[str, object],
+    ) -> object:
+        """Call the factory, and enter its result, in a thread of the resource's own."""
+        thread = ResourceThread(self.resource.name)
+        entered = await thread.start(
+            functools.partial(
+                enter_in_thread,
+                factory,
+                args,
+                kwargs,
+                self.resource.name,
+                self.dependency_path,
+            )
+        )
+        if entered.exit is not None:
+            self._teardown = thread.stop
+        if entered.is_async:
+            return await self._enter_async(entered.value)
+        return entered.value
+
+    async def _enter_async(self, result: object) -> object:
+        """Enter an async context manager or generator; await anything else."""
+        if is_async_context(result):
             return await self._enter_context(
                 cast("AsyncContextManagerLike[object]", result)
             )
         if inspect.isasyncgen(result):
             return await self._enter_async_generator(result)
-        if inspect.isgenerator(result):
-            value = self._first_yield(result)
-            self._teardown = lambda: self._finish_generator(result)
-            return value
-        if inspect.isawaitable(result):
-            return await result
-        return result
+        return await cast("Awaitable[object]", result)
 
     async def _enter_context(self, cm: AsyncContextManagerLike[object]) -> object:
         value = await cm.__aenter__()
@@ -471,14 +507,6 @@ class Instance:
         self._agen = agen
         return value
 
-    def _first_yield(self, gen: Generator[object, NoReturn, object]) -> object:
-        try:
-            return next(gen)
-        except StopIteration:
-            raise NoYieldError(
-                self.resource.name, dependency_path=self.dependency_path
-            ) from None
-
     async def _finish_async_generator(
         self,
         agen: AsyncGenerator[object, NoReturn],
@@ -498,14 +526,6 @@ class Instance:
         self, agen: AsyncGenerator[object, NoReturn], scope: Scope, deadline: float
     ) -> NoReturn:
         await armed(agen.aclose(), scope, deadline, self)
-        raise MultipleYieldError(self.resource.name)
-
-    async def _finish_generator(self, gen: Generator[object, NoReturn, object]) -> None:
-        try:
-            next(gen)
-        except StopIteration:
-            return
-        gen.close()
         raise MultipleYieldError(self.resource.name)
 
     def shorten_stop(self, grace: float) -> None:

@@ -715,8 +715,9 @@ class StartTimeoutError(StartupError, TimeoutError):
     def fix(self) -> str:  # noqa: D102
         if self.blocked:
             return (
-                "make the factory `async def` and await its I/O, or move the "
-                "blocking call to `anyio.to_thread.run_sync`."
+                "make the factory `async def` and await its I/O, move the "
+                "blocking call to `anyio.to_thread.run_sync`, or register a sync "
+                "factory with thread=True."
             )
         return (
             f"find what '{self.resource_name}' waits for, or raise its start_timeout."
