@@ -142,7 +142,6 @@ class Lifespan(Generic[ResultT_co]):
         except BundleTypeGroup as exc:
             # The run shields its own teardown from the caller's cancellation.
             stop_errors = await run.stop()
-            await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
     def _instances(self, monitor: Monitor) -> list[Instance]:
@@ -182,7 +181,6 @@ class Lifespan(Generic[ResultT_co]):
         self._state = "stopping"
         try:
             errors = await run.stop()
-            await run.close()
         finally:
             self._state = "idle"
         run.raise_escaped()

@@ -17,6 +17,7 @@ and reports it while the lifespan runs.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from typing import Final, cast
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import AsyncBackend, TaskGroup
+from anyio.abc import AsyncBackend
 
 from lifespan_kit._graph import Plan
 from lifespan_kit._host import Host, spawner_for
@@ -94,6 +95,15 @@ class Run:
     Each host stops its chain last-in first-out; that never deadlocks, since
     each chain is in start order and the reverse of the global start order
     satisfies every chain and every dependency at once.
+
+    In the sequential mode the plan's order is the start order, so hosts take
+    positions one after the other; teardowns are released one at a time, in
+    the exact reverse of the start order.
+
+    A *root* task waits beside the hosts while the lifespan runs, for one
+    reason: if the event loop ends with the lifespan never exited, it is
+    cancelled (trio cancels system tasks, asyncio every task), and it then
+    stops everything in reverse before the loop goes.
     """
 
     def __init__(
@@ -107,10 +117,13 @@ class Run:
         self.instances = instances
         self.values: dict[str, object] = {}
         self._backend = backend
+        self._spawn = spawner_for(backend)
         self._limit = limit
         self._is_sequential = limit == 1
         self._waiting = [len(deps) for deps in plan.dependencies]
         self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
+        # The sequential mode's next position to start.
+        self._next = 0
         self._running = 0
         self._is_helper_pending = False
         self._helpers_run = 0
@@ -122,23 +135,27 @@ class Run:
         # raised by a factory or teardown: raised again once all has stopped.
         self._escaped: BaseException | None = None
         self._is_released = [False] * len(instances)
-        self._teardown_began = anyio.Event()
+        create_event = backend.create_event
+        self._create_event = create_event
+        self._teardown_began = create_event()
         self._waiters: dict[int, anyio.Event] = {}
         self._remaining: list[int] = []
         self._to_stop = 0
         self._next_to_stop = 0
         self._is_stopping = False
-        self._settled = anyio.Event()
-        self._all_stopped = anyio.Event()
-        self._closing = anyio.Event()
-        self._finished = anyio.Event()
+        self._settled = create_event()
+        self._all_stopped = create_event()
         # The event loop cancelled the root: it is ending with the lifespan open.
         self._is_abandoned = False
-        self._tg: TaskGroup | None = None
 
     async def start(self) -> dict[str, object]:
         """Start every resource; on failure stop those started and raise."""
-        spawner_for(self._backend)(self._root, "lifespan_kit root")
+        self._spawn(self._root, "lifespan_kit root")
+        first = self._take_next() if self._is_sequential else self._take()
+        if first is None:
+            self._settled.set()  # nothing to start
+        else:
+            self._spawn(functools.partial(self._host, first), "lifespan_kit host")
         try:
             await self._settled.wait()
         except BaseException:
@@ -147,7 +164,6 @@ class Run:
                 self._fail()
                 await self._settled.wait()
                 await self.stop()
-                await self.close()
             for error in self._start_errors:
                 logger.warning("%s", error)
             raise
@@ -155,52 +171,45 @@ class Run:
             stop_errors: list[ShutdownError] = []
             with anyio.CancelScope(shield=True):
                 stop_errors = await self.stop()
-                await self.close()
             if self._escaped is not None:
                 raise self._escaped
             raise startup_failure(self._start_errors, stop_errors)
         return self.values
 
     async def _root(self) -> None:
-        """Own the host tasks' task group until the lifespan is closed."""
+        """Wait while the lifespan runs; stop everything if the loop ends first."""
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                self._ensure_helper()
-                self._check_settled()
-                try:
-                    await self._closing.wait()
-                except anyio.get_cancelled_exc_class():
-                    # The event loop is ending with the lifespan never exited:
-                    # stop everything in reverse before it goes.
-                    self._is_abandoned = True
-                    with anyio.CancelScope(shield=True):
-                        self._fail()
-                        await self._settled.wait()
-                        await self.stop()
-        except BaseException as exc:  # pragma: no cover  # a bug in this module
-            self._escaped = exc
-            self._settled.set()
-            self._all_stopped.set()
-        finally:
-            self._finished.set()
+            await self._teardown_began.wait()
+        except anyio.get_cancelled_exc_class():
+            self._is_abandoned = True
+            with anyio.CancelScope(shield=True):
+                self._fail()
+                await self._settled.wait()
+                await self.stop()
 
     def _ensure_helper(self) -> None:
         """Keep one helper task pending while there is work it could take."""
         if (
-            self._runnable
-            and not self._is_helper_pending
+            not self._is_helper_pending
             and self._running < self._limit
             and not self._is_failing
+            and (
+                self._next < len(self.instances)
+                if self._is_sequential
+                else self._runnable
+            )
         ):
             self._is_helper_pending = True
-            assert self._tg is not None
-            self._tg.start_soon(self._helper)
+            self._spawn(self._helper, "lifespan_kit host")
 
     async def _helper(self) -> None:
         self._is_helper_pending = False
         self._helpers_run += 1
-        await self._host(self._take())
+        position = self._take_next() if self._is_sequential else self._take()
+        if position is None:
+            self._check_settled()
+        else:
+            await self._host(position)
 
     def _take(self) -> int | None:
         """Claim the runnable resource first in start order, if the limit allows."""
@@ -208,6 +217,15 @@ class Run:
             return None
         self._running += 1
         return heapq.heappop(self._runnable)
+
+    def _take_next(self) -> int | None:
+        """Claim the sequential mode's next resource, if it may start now."""
+        position = self._next
+        if position >= len(self.instances) or self._running or self._is_failing:
+            return None
+        self._running = 1
+        self._next = position + 1
+        return position
 
     def _check_settled(self) -> None:
         if len(self._started) == len(self.instances) or (
@@ -221,10 +239,56 @@ class Run:
             if instance.start_duration is None:
                 instance.abort()
 
-    async def _host(self, position: int | None) -> None:
-        # Shielded: a host's scopes protect its resources from the cancellation
-        # of the root (an event loop that ends with the lifespan open).
+    async def _host(self, position: int) -> None:
+        """Start a chain of resources in this task, then stop them in reverse."""
+        # Shielded: a host's scopes protect its resources from a cancellation
+        # of the system tasks (trio, when the event loop ends).
         host = Host(self._backend, shielded=True)
+        try:
+            if self._is_sequential:
+                chain = await self._start_in_order(position, host)
+            else:
+                chain = await self._start_as_ready(position, host)
+            self._check_settled()
+            if chain:
+                await self._stop_chain(chain, host)
+        except BaseException as exc:  # pragma: no cover  # a bug in this module
+            self._escaped = exc
+            self._settled.set()
+            self._all_stopped.set()
+
+    async def _start_in_order(self, position: int, host: Host) -> list[int]:
+        """Start resources in plan order from `position` until one holds a scope."""
+        instances = self.instances
+        values = self.values
+        started = self._started
+        count = len(instances)
+        chain: list[int] = []
+        while True:
+            instance = instances[position]
+            if instance.resource.dependencies:
+                args, kwargs = arguments(instance, values)
+            else:
+                args, kwargs = _NO_ARGS, _NO_KWARGS
+            try:
+                value = instance.start_at_once(args, kwargs, host)
+                if type(value) is Later:
+                    value = await cast("Later[object]", value).step
+            except BaseException as exc:
+                self._start_failed(instance, exc)
+                return chain
+            values[instance.resource.name] = value
+            started.append(position)
+            chain.append(position)
+            position += 1
+            if position == count or self._is_failing or instance.holds_scope:
+                self._next = position
+                self._running = 0
+                self._ensure_helper()
+                return chain
+
+    async def _start_as_ready(self, position: int | None, host: Host) -> list[int]:
+        """Start `position`, then whatever this host should start next."""
         chain: list[int] = []
         while position is not None:
             self._ensure_helper()
@@ -236,36 +300,65 @@ class Run:
                 started = instance.start_at_once(args, kwargs, host)
                 if type(started) is Later:
                     await cast("Later[object]", started).step
-            except StartAborted:
-                self._running -= 1
-                break
-            except Exception as exc:
-                self._running -= 1
-                self._start_errors.append(exc)
-                if instance.undo_error is not None:
-                    self._stop_errors.append(instance.undo_error)
-                self._fail()
-                break
             except BaseException as exc:
-                self._running -= 1
-                self._escaped = exc
-                self._fail()
+                self._start_failed(instance, exc)
                 break
             chain.append(position)
             position = self._on_started(position, helpers_run != self._helpers_run)
-        self._check_settled()
-        if chain:
-            await self._wait(self._teardown_began, self.instances[chain[-1]], host)
+        return chain
+
+    def _start_failed(self, instance: Instance, exc: BaseException) -> None:
+        self._running -= 1
+        if isinstance(exc, StartAborted):
+            return
+        if isinstance(exc, Exception):
+            self._start_errors.append(exc)
+            if instance.undo_error is not None:
+                self._stop_errors.append(instance.undo_error)
+        else:
+            self._escaped = exc
+        self._fail()
+
+    def _on_started(self, position: int, suspended: bool) -> int | None:
+        """Record a start; return the next resource this host should start."""
+        instance = self.instances[position]
+        self.values[instance.resource.name] = instance.value
+        self._started.append(position)
+        self._running -= 1
+        waiting = self._waiting
+        holds_scope = instance.holds_scope
+        may_follow = suspended and not self._is_failing and not holds_scope
+        follow: int | None = None
+        for dependent in self.plan.dependents[position]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                if follow is None and may_follow:
+                    follow = dependent
+                else:
+                    heapq.heappush(self._runnable, dependent)
+        if follow is not None:
+            self._running += 1
+            return follow
+        if suspended or holds_scope:
+            self._ensure_helper()
+            return None
+        return self._take()
+
+    async def _stop_chain(self, chain: list[int], host: Host) -> None:
+        """Stop this host's resources last-in first-out, each once it is released."""
+        instances = self.instances
+        released = self._is_released
+        await self._wait(self._teardown_began, instances[chain[-1]], host)
         while chain:
             position = chain.pop()
-            instance = self.instances[position]
-            if not self._is_released[position]:
-                waiter = self._waiters[position] = anyio.Event()
+            instance = instances[position]
+            if not released[position]:
+                waiter = self._waiters[position] = self._create_event()
                 await self._wait(waiter, instance, host)
             try:
                 error = instance.stop_at_once()
-                if isinstance(error, Later):
-                    error = await error.step
+                if type(error) is Later:
+                    error = await cast("Later[ShutdownError | None]", error).step
             except BaseException as exc:
                 # Not a failure (KeyboardInterrupt, SystemExit): stop the rest.
                 self._escaped = exc
@@ -296,38 +389,11 @@ class Run:
                         instance.fail_at_runtime()
                 await event.wait()
 
-    def _on_started(self, position: int, suspended: bool) -> int | None:
-        """Record a start; return the next resource this host should start."""
-        instance = self.instances[position]
-        self.values[instance.resource.name] = instance.value
-        self._started.append(position)
-        self._running -= 1
-        waiting = self._waiting
-        # In the sequential mode the next start is always the first runnable.
-        may_follow = (
-            suspended
-            and not self._is_failing
-            and not self._is_sequential
-            and not instance.holds_scope
-        )
-        follow: int | None = None
-        for dependent in self.plan.dependents[position]:
-            waiting[dependent] -= 1
-            if waiting[dependent] == 0:
-                if follow is None and may_follow:
-                    follow = dependent
-                else:
-                    heapq.heappush(self._runnable, dependent)
-        if follow is not None:
-            self._running += 1
-            return follow
-        if instance.holds_scope or (suspended and not self._is_sequential):
-            self._ensure_helper()
-            return None
-        return self._take()
-
     async def stop(self) -> list[ShutdownError]:
-        """Stop every started resource after its dependents; return failures."""
+        """Stop every started resource after its dependents; return failures.
+
+        When it returns, every host task has finished its last teardown.
+        """
         if self._is_stopping:
             with anyio.CancelScope(shield=True):
                 await self._all_stopped.wait()
@@ -340,6 +406,7 @@ class Run:
         self._to_stop = len(self._started)
         if self._to_stop == 0:
             self._all_stopped.set()
+            self._teardown_began.set()
             return self._stop_errors
         if self._is_sequential:
             self._next_to_stop = len(self._started) - 1
@@ -376,12 +443,6 @@ class Run:
         waiter = self._waiters.pop(position, None)
         if waiter is not None:
             waiter.set()
-
-    async def close(self) -> None:
-        """Let the root task end once every host has finished its teardown."""
-        self._closing.set()
-        with anyio.CancelScope(shield=True):
-            await self._finished.wait()
 
     def raise_escaped(self) -> None:
         """Raise what a factory or teardown raised that is not a failure, if any."""
