@@ -358,7 +358,7 @@ class Run:
             try:
                 error = instance.stop_at_once()
                 if type(error) is Later:
-                    error = await cast("Later[ShutdownError | None]", error).step
+                    error = await error.step
             except BaseException as exc:
                 # Not a failure (KeyboardInterrupt, SystemExit): stop the rest.
                 self._escaped = exc
