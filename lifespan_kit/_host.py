@@ -87,35 +87,25 @@ class Host:
         "_create",
         "_find_innermost",
         "_innermost",
-        "_is_shared_shielded",
         "_shared",
         "current_time",
-        "shielded",
     )
 
-    def __init__(self, backend: type[AsyncBackend], *, shielded: bool) -> None:
+    def __init__(self, backend: type[AsyncBackend]) -> None:
         self._create, self._find_innermost, clock = scopes_for(backend)
         # The event loop's clock, which deadlines follow.
         self.current_time: Callable[[], float] = clock()
         self._innermost: Innermost | None = None
-        self.shielded = shielded
         self._shared: Scope | None = None
-        self._is_shared_shielded = False
 
     def open_scope(self) -> Scope:
         """Return the entered shared scope, entering a new one if there is none."""
         scope = self._shared
         if scope is None:
-            scope = self._shared = self._create(self.shielded)
+            # Shielded: nothing from outside the host task may cancel what
+            # it runs (the event loop's end cancels trio's system tasks).
+            scope = self._shared = self._create(True)
             scope.__enter__()
-            self._is_shared_shielded = self.shielded
-        return scope
-
-    def open_shielded_scope(self) -> Scope:
-        """Return the entered shared scope, shielded, for a teardown."""
-        scope = self.open_scope()
-        if not self._is_shared_shielded:
-            scope.shield = self._is_shared_shielded = True
         return scope
 
     def holds_nothing(self, scope: Scope) -> bool:
@@ -142,11 +132,6 @@ class Host:
         """Stop sharing `scope`: a resource owns it, or it is being left."""
         if scope is self._shared:
             self._shared = None
-
-    def shield(self) -> None:
-        """Protect the shared scope, and all inside it, from outer cancellation."""
-        if self._shared is not None:
-            self._shared.shield = self._is_shared_shielded = True
 
     def close(self) -> None:
         """Leave the shared scope, if one is open (it must be the innermost)."""
@@ -228,6 +213,31 @@ def disarm(scope: Scope) -> None:
 
 def _nothing() -> object:
     return None
+
+
+def _keep_cancellation() -> None:
+    return None
+
+
+@functools.cache
+def forgiver_for(backend: type[AsyncBackend]) -> Callable[[], None]:
+    """Return how to withdraw the cancellation the current task just caught.
+
+    A task that catches an asyncio cancellation on purpose, and goes on
+    working, must withdraw it (``Task.uncancel``), or what it runs next sees
+    the task as still being cancelled. trio has nothing to withdraw.
+    """
+    if backend.__module__ != "anyio._backends._asyncio":
+        return _keep_cancellation
+    import asyncio
+
+    def uncancel() -> None:
+        # Task.uncancel is new in Python 3.11; 3.10 counts no cancellations.
+        withdraw = getattr(asyncio.current_task(), "uncancel", None)
+        if withdraw is not None:  # pragma: no branch  # always there on 3.11+
+            withdraw()
+
+    return uncancel
 
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]

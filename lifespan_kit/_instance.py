@@ -156,11 +156,6 @@ class Instance:
         if self._scope is not None and self.start_duration is None:
             self._scope.cancel()
 
-    def shield(self) -> None:
-        """Protect this resource's scope, and all inside it, from outer cancellation."""
-        if self._scope is not None:
-            self._scope.shield = True
-
     def start_at_once(
         self, args: list[object], kwargs: dict[str, object], host: Host
     ) -> object:
@@ -568,11 +563,10 @@ class Instance:
         self._host = self._scope = self._teardown = self._agen = None
         owned = scope is not None
         if scope is None:
-            scope = host.open_shielded_scope()
+            scope = host.open_scope()
         else:
             # The shared scope, if open, was entered inside this one.
             host.close()
-            scope.shield = True
         monitor = self.monitor
         if monitor.is_active:
             monitor.emit(ResourceEvent(self.resource.name, "stopping"))
@@ -710,12 +704,11 @@ class Instance:
         Its task group was cancelled from inside; the exception that did it
         surfaces when the teardown leaves the task group.
         """
-        if self.runtime_failure is None:
-            error = ResourceFailedError(
-                self.resource.name, dependency_path=self.dependency_path
-            )
-            self.runtime_failure = error
-            self.monitor.fail(error)
+        error = ResourceFailedError(
+            self.resource.name, dependency_path=self.dependency_path
+        )
+        self.runtime_failure = error
+        self.monitor.fail(error)
 
     def _settle_runtime_failure(
         self, began: float, error: ShutdownError | None

@@ -297,10 +297,16 @@ class Lifespan(Generic[ResultT_co]):
 
     def __del__(self) -> None:
         if self._state in ("running", "starting"):
+            run = self._run
+            what = (
+                "they were stopped only because its event loop ended"
+                if run is not None and run.is_stopped
+                else "they were never stopped"
+            )
             warnings.warn(
                 f"A lifespan holding {len(self._plan.resources)} resource(s) was "
-                "garbage-collected without being exited; its resources were never "
-                "stopped. Use it with `async with`.",
+                f"garbage-collected without being exited; {what}. Use it with "
+                "`async with`.",
                 ResourceWarning,
                 stacklevel=1,
             )

@@ -28,7 +28,7 @@ import anyio.lowlevel
 from anyio.abc import AsyncBackend
 
 from lifespan_kit._graph import Plan
-from lifespan_kit._host import Host, spawner_for
+from lifespan_kit._host import Host, forgiver_for, spawner_for
 from lifespan_kit._instance import Instance, Later, StartAborted
 from lifespan_kit._report import log_stop_failure, logger
 from lifespan_kit.errors import ShutdownError
@@ -118,6 +118,7 @@ class Run:
         self.values: dict[str, object] = {}
         self._backend = backend
         self._spawn = spawner_for(backend)
+        self._forgive = forgiver_for(backend)
         self._limit = limit
         self._is_sequential = limit == 1
         self._waiting = [len(deps) for deps in plan.dependencies]
@@ -182,6 +183,7 @@ class Run:
             await self._teardown_began.wait()
         except anyio.get_cancelled_exc_class():
             self._is_abandoned = True
+            self._forgive()
             with anyio.CancelScope(shield=True):
                 self._fail()
                 await self._settled.wait()
@@ -241,9 +243,7 @@ class Run:
 
     async def _host(self, position: int) -> None:
         """Start a chain of resources in this task, then stop them in reverse."""
-        # Shielded: a host's scopes protect its resources from a cancellation
-        # of the system tasks (trio, when the event loop ends).
-        host = Host(self._backend, shielded=True)
+        host = Host(self._backend)
         try:
             if self._is_sequential:
                 chain = await self._start_in_order(position, host)
@@ -387,6 +387,11 @@ class Run:
                     await anyio.lowlevel.checkpoint()
                     if not self._is_abandoned:
                         instance.fail_at_runtime()
+                        await event.wait()
+                        return
+                # The event loop's own cancellation of every task, caught here
+                # so that this host still stops its resources in order.
+                self._forgive()
                 await event.wait()
 
     async def stop(self) -> list[ShutdownError]:
@@ -443,6 +448,11 @@ class Run:
         waiter = self._waiters.pop(position, None)
         if waiter is not None:
             waiter.set()
+
+    @property
+    def is_stopped(self) -> bool:
+        """True once every started resource has stopped."""
+        return self._all_stopped.is_set()
 
     def raise_escaped(self) -> None:
         """Raise what a factory or teardown raised that is not a failure, if any."""

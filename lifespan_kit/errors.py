@@ -41,8 +41,12 @@ Added in 0.1.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import ClassVar, Final, Literal
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "DOCS_URL",
@@ -157,8 +161,14 @@ def _quote_all(names: Sequence[str]) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    leaves: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    message: str = getattr(exc, "message", text)
+    if leaves and isinstance(exc, BaseExceptionGroup):
+        # A task group's: what matters is inside.
+        return f"{name}: {message}: {'; '.join(_describe(leaf) for leaf in leaves)}"
+    return f"{name}: {text}" if text else name
 
 
 def _cause_details(error: BaseException) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ import pytest
 from lifespan_kit import Registry, ResourceEvent, ResourceMap
 from lifespan_kit.errors import (
     ResourceFailedError,
+    ShutdownError,
     StartCancelledError,
     StartTimeoutError,
     StartupError,
@@ -478,24 +479,282 @@ async def test_teardown_that_blocks_the_loop_is_a_stop_timeout(
 
 
 async def test_a_start_that_waited_is_not_blamed_for_another_blocking() -> None:
-    """Only the resource that blocked the loop is reported; one that waited is not."""
+    """Only the resource that blocked the loop is blamed; one that waited is not."""
     registry = Registry()
-    waiting = anyio.Event()
+    gate = anyio.Event()
 
     @registry.resource(start_timeout=0.02)
     async def patient() -> AsyncIterator[str]:
-        waiting.set()
-        await anyio.sleep(0.005)
+        await gate.wait()
         yield "patient"
 
     @registry.resource(start_timeout=0.02)
     async def blocker() -> AsyncIterator[str]:
-        await waiting.wait()
+        await anyio.lowlevel.checkpoint()
+        gate.set()
         time.sleep(0.05)  # noqa: ASYNC251  # blocks the loop on purpose
         yield "blocker"
 
-    with pytest.raises(StartTimeoutError) as info:
+    with pytest.raises((StartTimeoutError, ExceptionGroup)) as info:
         async with registry.lifespan():
             pass  # pragma: no cover
-    assert info.value.resource_name == "blocker"
-    assert info.value.blocked
+    errors = (
+        list(info.value.exceptions)
+        if isinstance(info.value, ExceptionGroup)
+        else [info.value]
+    )
+    blamed = {
+        e.resource_name
+        for e in errors
+        if isinstance(e, StartTimeoutError) and e.blocked
+    }
+    assert blamed == {"blocker"}
+
+
+class Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt or SystemExit raised by a factory."""
+
+
+@pytest.mark.parametrize("listening", [True, False])
+async def test_base_exception_from_a_start_propagates_after_the_rollback(
+    concurrency: int | None, listening: bool
+) -> None:
+    """A non-Exception raised by a start stops what started, then propagates."""
+    log: list[str] = []
+    registry = Registry()
+    events = events_of(registry) if listening else ["start_failed api"]
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        log.append("stop db")
+
+    @registry.resource
+    async def api(db: str) -> str:
+        raise Interrupt
+
+    with anyio.fail_after(5), pytest.raises(Interrupt):
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert log == ["stop db"]
+    assert "start_failed api" in events
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
+)
+@pytest.mark.parametrize(
+    "concurrency",
+    [pytest.param(1, id="sequential"), pytest.param(None, id="concurrent")],
+)
+def test_event_loop_ending_with_the_lifespan_open_stops_it(
+    backend: str, concurrency: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event loop that ends with a lifespan never exited stops it, in reverse."""
+    log: list[str] = []
+    registry = task_group_registry(log)
+    lifespans: list[object] = []
+
+    async def main() -> None:
+        lifespan = registry.lifespan(concurrency=concurrency)
+        lifespans.append(lifespan)
+        await lifespan.__aenter__()
+
+    with caplog.at_level(logging.ERROR, logger="lifespan_kit"):
+        anyio.run(main, backend=backend)
+    # asyncio's end cancels every task, the consumer's own worker among them.
+    stops = [line for line in log if line.startswith("stop")]
+    assert stops == ["stop api", "stop consumer", "stop db"]
+    assert log.count("work ended") == 1
+    assert "failed while" not in caplog.text  # the loop's end is no crash
+    with pytest.warns(ResourceWarning, match="stopped only because its event loop"):
+        lifespans.clear()
+
+
+def test_asyncio_loop_ending_during_startup_stops_what_started() -> None:
+    """An asyncio loop that ends while a start waits stops what already started."""
+    log: list[str] = []
+    registry = Registry()
+    started = asyncio.Event()
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        log.append("stop db")
+
+    @registry.resource
+    async def slow(db: str) -> AsyncIterator[str]:
+        started.set()
+        await anyio.sleep(3600)
+        yield "never"  # pragma: no cover
+
+    async def enter() -> None:
+        await registry.lifespan().__aenter__()
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(enter())
+        await started.wait()
+
+    asyncio.run(main())
+    assert log == ["stop db"]
+
+
+async def test_crashed_resource_whose_teardown_handles_the_crash(
+    concurrency: int | None,
+) -> None:
+    """A crashed resource that catches the task's error in its teardown still fails."""
+    registry = Registry()
+    events = events_of(registry)
+    crash = anyio.Event()
+
+    @registry.resource
+    async def consumer() -> AsyncIterator[str]:
+        async def work() -> None:
+            await crash.wait()
+            raise CrashError("lost")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(work)
+                yield "consumer"
+        except ExceptionGroup:
+            pass  # handled here: the teardown itself ends without an error
+
+    lifespan = registry.lifespan(concurrency=concurrency)
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            await lifespan.wait_failed()
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError) as info:
+        await body()
+    assert info.value.__cause__ is None
+    assert events[-3:] == [
+        "failed consumer",
+        "stopping consumer",
+        "stop_failed consumer",
+    ]
+
+
+async def test_two_crashed_tasks_are_the_cause_together(
+    concurrency: int | None,
+) -> None:
+    """When two tasks of a resource crash, their group is the failure's cause."""
+    registry = Registry()
+    crash = anyio.Event()
+
+    @registry.resource
+    async def consumer() -> AsyncIterator[str]:
+        async def first() -> None:
+            await crash.wait()
+            raise CrashError("first")
+
+        async def second() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise CrashError("second")  # when the first one's crash cancels it
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(second)
+            yield "consumer"
+
+    lifespan = registry.lifespan(concurrency=concurrency)
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            await lifespan.wait_failed()
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError) as info:
+        await body()
+    cause = info.value.__cause__
+    assert isinstance(cause, ExceptionGroup)
+    assert sorted(str(e) for e in cause.exceptions) == ["first", "second"]
+
+
+async def test_teardown_whose_task_group_fails_when_cut_is_a_stop_timeout(
+    concurrency: int | None,
+) -> None:
+    """A teardown cut by its stop_timeout whose task group also fails is named."""
+    registry = Registry()
+
+    @registry.resource(stop_timeout=0.01)
+    async def stubborn() -> AsyncIterator[str]:
+        yield "value"
+
+        async def child() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise CrashError("child failed while cancelled")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+    (error,) = info.value.exceptions
+    assert isinstance(error, StopTimeoutError)
+    assert error.resource_name == "stubborn"
+    cause = error.__cause__
+    assert isinstance(cause, ExceptionGroup)
+    assert any(isinstance(e, CrashError) for e in cause.exceptions)
+
+
+async def test_swallowed_start_holding_a_task_group_is_closed(
+    concurrency: int | None,
+) -> None:
+    """A start that holds a task group and swallows its timeout is still closed."""
+    log: list[str] = []
+    registry = Registry()
+
+    @registry.resource(start_timeout=0.01)
+    async def stubborn() -> AsyncIterator[str]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep_forever)
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                pass
+            yield "late"
+            log.append("teardown begins")
+            await anyio.lowlevel.checkpoint()  # cancelled with the start
+            log.append("never")  # pragma: no cover
+        log.append("never either")  # pragma: no cover
+
+    with anyio.fail_after(5), pytest.raises(StartTimeoutError):
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert log == ["teardown begins"]
+
+
+async def test_swallowed_start_holding_a_task_group_whose_teardown_raises(
+    concurrency: int | None,
+) -> None:
+    """Its teardown's own error is reported with the start's timeout."""
+    registry = Registry()
+
+    @registry.resource(start_timeout=0.01)
+    async def stubborn() -> AsyncIterator[str]:
+        async with anyio.create_task_group():
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                pass
+            yield "late"
+            raise OSError("could not close")
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    timeout, stop = info.value.exceptions
+    assert isinstance(timeout, StartTimeoutError)
+    assert isinstance(stop, ShutdownError)
+    assert not isinstance(stop, StopTimeoutError)
+    assert isinstance(stop.__cause__, ExceptionGroup)
+    assert "OSError: could not close" in str(stop)  # the group's content is shown

@@ -37,7 +37,7 @@ async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one
     None
 ):
     """The probe sees whether a start left a cancel scope open in the shared one."""
-    host = Host(current_backend(), shielded=False)
+    host = Host(current_backend())
     scope = host.open_scope()
     assert not host.keeps(scope, False)
     assert host.open_scope() is scope
@@ -50,7 +50,7 @@ async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one
 
 async def test_cancelled_shared_scope_is_owned_by_the_start_it_cancelled() -> None:
     """A shared scope whose deadline fired is not reused by the next start."""
-    host = Host(current_backend(), shielded=False)
+    host = Host(current_backend())
     scope = host.open_scope()
     scope.cancel()
     assert host.keeps(scope, scope.cancel_called)
