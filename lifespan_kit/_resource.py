@@ -6,7 +6,7 @@ import inspect
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, final
+from typing import Final, Generic, final
 
 from lifespan_kit._settings import Timeouts
 from lifespan_kit._types import FactoryKind, HealthCheck, ValueT_co
@@ -186,8 +186,8 @@ def _dependency(
 def _checkable_annotations(
     factory: object, dependencies: tuple[Dependency, ...]
 ) -> Mapping[str, type]:
-    target = factory.__init__ if inspect.isclass(factory) else factory
     try:
+        target = factory.__init__ if inspect.isclass(factory) else factory
         hints = typing.get_type_hints(target)
     except Exception:
         # Unresolvable forward references only document the type; skip the check.
@@ -200,18 +200,40 @@ def _checkable_annotations(
     return checked
 
 
+_PROBE: Final = object()
+
+
 def _is_checkable(hint: object) -> bool:
-    return (
-        isinstance(hint, type)
-        and typing.get_origin(hint) is None  # list[int] is a type on 3.10
-        and hint is not object
-        and not getattr(hint, "_is_protocol", False)
-    )
+    """Return whether `isinstance(value, hint)` is a meaningful, working check.
+
+    Plain classes are; `object`, protocols and parametrised generics are not,
+    nor is anything `isinstance` refuses (`typing.Any`, a `TypedDict`, a class
+    whose `__instancecheck__` raises): one probing call finds those.
+    """
+    try:
+        if not (
+            isinstance(hint, type)
+            and typing.get_origin(hint) is None  # list[int] is a type on 3.10
+            and hint is not object
+            and not getattr(hint, "_is_protocol", False)
+        ):
+            return False
+        isinstance(_PROBE, hint)  # raises for what isinstance refuses
+    except Exception:
+        return False
+    return True
 
 
 def matches(value: object, expected: type) -> bool:
-    """Return whether `value` fits the annotation `expected` (numeric tower aware)."""
-    if isinstance(value, expected):
+    """Return whether `value` fits the annotation `expected` (numeric tower aware).
+
+    A check that raises counts as a match: an annotation that cannot be
+    checked is not checked, and never fails a start.
+    """
+    try:
+        if isinstance(value, expected):
+            return True
+    except Exception:
         return True
     if expected is float:
         return isinstance(value, int) and not isinstance(value, bool)
