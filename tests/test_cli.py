@@ -256,7 +256,7 @@ def test_a_report_that_cannot_be_written_is_bad_input(
         ),
         pytest.param(
             ["run", "tests.cli_apps:main"],
-            "module 'tests.cli_apps' has 3 registries; pass --registry "
+            "module 'tests.cli_apps' has 4 registries; pass --registry "
             "package.module:registry.",
             id="several-registries",
         ),
