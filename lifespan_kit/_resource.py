@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import keyword
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Final, Generic, final
 
 from lifespan_kit._settings import Timeouts
 from lifespan_kit._types import FactoryKind, HealthCheck, ValueT_co
-from lifespan_kit.errors import InvalidFactoryError
+from lifespan_kit.errors import InvalidFactoryError, InvalidOptionError
 
 _SKIPPED_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -99,6 +100,21 @@ def create_resource(
 
     `kind` forces how the factory runs; by default it is read from the factory.
     """
+    if depends is not None:
+        _check_depends(name, depends)
+    if health_check is not None and not callable(health_check):
+        raise InvalidOptionError(
+            name,
+            option="health",
+            problem=(
+                "it must be a function called with the value, not "
+                f"{type(health_check).__qualname__}"
+            ),
+            remedy=(
+                "pass a function (sync or async) that raises or returns False "
+                "when the resource is unhealthy, such as health=check_db."
+            ),
+        )
     kind = classify(factory) if kind is None else kind
     dependencies = (
         () if kind == "value" else _dependencies(name, factory, depends or {})
@@ -117,6 +133,66 @@ def create_resource(
         timeouts=timeouts,
         health_check=health_check,
     )
+
+
+def check_name(name: object) -> str:
+    """Return `name` if it can name a resource, else raise `InvalidFactoryError`.
+
+    A resource's name is also a parameter name, so it must be a string that
+    is a Python identifier and not a keyword.
+    """
+    if not isinstance(name, str):
+        raise InvalidFactoryError(
+            repr(name),
+            problem=f"the name must be a string, not {type(name).__qualname__}.",
+            remedy=(
+                "pass the name first, as a string: registry.add('db', factory), "
+                "or @registry.resource(name='db')."
+            ),
+        )
+    if not name.isidentifier():
+        raise InvalidFactoryError(
+            name,
+            problem="the name is not a valid Python identifier.",
+            remedy="use a name that can be a parameter name, such as 'db_pool'.",
+        )
+    if keyword.iskeyword(name):
+        raise InvalidFactoryError(
+            name,
+            problem="the name is a Python keyword, so no parameter can have it.",
+            remedy=f"use another name, such as '{name}_'.",
+        )
+    return name
+
+
+def _is_name(text: object) -> bool:
+    return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
+
+
+def _check_depends(name: str, depends: object) -> None:
+    if not isinstance(depends, Mapping):
+        raise InvalidFactoryError(
+            name,
+            problem=(
+                "depends= must map parameter names to resource names, not be "
+                f"a {type(depends).__qualname__}."
+            ),
+            remedy="pass a dict, such as depends={'cfg': 'settings'}.",
+        )
+    pairs: Mapping[object, object] = depends  # pyright: ignore[reportUnknownVariableType]  # untyped callers; checked below
+    for parameter, target in pairs.items():
+        if not (_is_name(parameter) and _is_name(target)):
+            raise InvalidFactoryError(
+                name,
+                problem=(
+                    f"depends= maps {parameter!r} to {target!r}; each side must "
+                    "be a name: a string that is a Python identifier, not a keyword."
+                ),
+                remedy=(
+                    "map the parameter's name to the resource's name, such as "
+                    "depends={'cfg': 'settings'}."
+                ),
+            )
 
 
 def classify(factory: object) -> FactoryKind:

@@ -433,11 +433,12 @@ class InvalidFactoryError(DefinitionError, TypeError):
 
 
 class InvalidOptionError(DefinitionError, ValueError):
-    """An option such as a timeout or a concurrency limit is out of range.
+    """An option such as a timeout or a concurrency limit has a wrong type or value.
 
     Attributes:
         option: The option's name.
         problem: Why it was rejected.
+        remedy: What to pass instead.
 
     Example:
         ```python
@@ -450,10 +451,18 @@ class InvalidOptionError(DefinitionError, ValueError):
 
     code: ClassVar[ErrorCode] = "invalid-option"
 
-    def __init__(self, resource_name: str | None, *, option: str, problem: str) -> None:
+    def __init__(
+        self,
+        resource_name: str | None,
+        *,
+        option: str,
+        problem: str,
+        remedy: str | None = None,
+    ) -> None:
         super().__init__(resource_name)
         self.option: str = option
         self.problem: str = problem
+        self.remedy: str = remedy or f"pass a valid value for '{option}'."
 
     def summary(self) -> str:  # noqa: D102
         where = (
@@ -467,7 +476,7 @@ class InvalidOptionError(DefinitionError, ValueError):
         return [("problem", self.problem)]
 
     def fix(self) -> str:  # noqa: D102
-        return f"pass a valid value for '{self.option}'."
+        return self.remedy
 
 
 class InvalidBundleError(DefinitionError, TypeError):
