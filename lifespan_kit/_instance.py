@@ -15,6 +15,7 @@ import inspect
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
@@ -26,6 +27,7 @@ from lifespan_kit._resource import Resource, matches
 from lifespan_kit._types import AsyncContextManagerLike
 from lifespan_kit.errors import (
     DependencyTypeError,
+    MissingAwaitError,
     MultipleYieldError,
     NoYieldError,
     ShutdownError,
@@ -239,6 +241,10 @@ class Instance:
             self._scope = None
         if swallowed or (deadline != math.inf and host.current_time() > deadline):
             return Later(self._undo_overrun(elapsed, swallowed=swallowed))
+        if type(value) is CoroutineType:
+            # Never a resource's value: an `await` is missing in the factory.
+            value.close()  # it never ran; closed, Python does not warn about it
+            return Later(self._undo_missing_await(value.__qualname__))
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
@@ -265,6 +271,22 @@ class Instance:
             blocked=not swallowed,
             dependency_path=self.dependency_path,
         )
+
+    async def _undo_missing_await(self, coroutine: str) -> NoReturn:
+        """Undo a start whose value is a coroutine, then report the missing await."""
+        stop_error = await self.stop()
+        if stop_error is not None:
+            log_stop_failure(stop_error)
+        error = MissingAwaitError(
+            self.resource.name,
+            coroutine=coroutine,
+            dependency_path=self.dependency_path,
+        )
+        if self.monitor.is_active:
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "start_failed", error=error)
+            )
+        raise error
 
     def _no_yield(self) -> NoYieldError:
         return NoYieldError(self.resource.name, dependency_path=self.dependency_path)

@@ -115,7 +115,21 @@ def create_resource(
                 "when the resource is unhealthy, such as health=check_db."
             ),
         )
-    kind = classify(factory) if kind is None else kind
+    if kind is None:
+        kind = classify(factory)
+        if kind == "value" and inspect.iscoroutine(factory):
+            factory.close()  # it never ran; closed, Python does not warn about it
+            raise InvalidFactoryError(
+                name,
+                problem=(
+                    "the value is a coroutine, which can be awaited only once "
+                    f"({factory.__qualname__}() was called, not awaited)."
+                ),
+                remedy=(
+                    f"register the async function itself, without calling it: "
+                    f"registry.add('{name}', {factory.__qualname__})."
+                ),
+            )
     dependencies = (
         () if kind == "value" else _dependencies(name, factory, depends or {})
     )

@@ -21,6 +21,7 @@ LifespanKitError
 ├── StartupError                    (phase "startup"; everything started was stopped)
 │   ├── StartTimeoutError           (also TimeoutError)
 │   ├── NoYieldError                (also RuntimeError)
+│   ├── MissingAwaitError           (also TypeError)
 │   ├── DependencyTypeError         (also TypeError)
 │   └── BundleTypeError             (also TypeError)
 ├── BackgroundTaskError             (phase "running"; also RuntimeError)
@@ -61,6 +62,7 @@ __all__ = [
     "LifespanKitWarning",
     "LifespanNotRunCause",
     "LifespanNotRunError",
+    "MissingAwaitError",
     "MissingDependencyError",
     "MultipleYieldError",
     "NoYieldError",
@@ -99,6 +101,7 @@ ErrorCode = Literal[
     "invalid-main",
     "invalid-option",
     "lifespan-not-run",
+    "missing-await",
     "missing-dependency",
     "multiple-yields",
     "no-yield",
@@ -657,10 +660,42 @@ class StartupError(LifespanKitError):
         return _cause_details(self)
 
     def fix(self) -> str:  # noqa: D102
+        statement = _wrong_with_statement(self.__cause__)
+        if statement == "with":
+            return (
+                f"the factory of '{self.resource_name}' entered an asynchronous "
+                "context manager with `with`: use `async with` (in an `async "
+                "def` factory)."
+            )
+        if statement == "async with":
+            return (
+                f"the factory of '{self.resource_name}' entered a synchronous "
+                "context manager with `async with`: use `with`."
+            )
         return (
             f"read the cause above; the failure is inside the factory of "
             f"'{self.resource_name}'."
         )
+
+
+def _wrong_with_statement(cause: BaseException | None) -> str | None:
+    """Say which statement entered a context manager of the other kind, if one did.
+
+    Python 3.11 and later raise a TypeError naming the protocol; 3.10 raises
+    an AttributeError naming the missing method.
+    """
+    if isinstance(cause, TypeError):
+        text = str(cause)
+        if "asynchronous context manager protocol" in text:
+            return "async with"
+        if "context manager protocol" in text:
+            return "with"
+    elif isinstance(cause, AttributeError) and cause.args in (
+        ("__enter__",),
+        ("__aenter__",),
+    ):
+        return "with" if cause.args == ("__enter__",) else "async with"
+    return None
 
 
 class StartTimeoutError(StartupError, TimeoutError):
@@ -747,6 +782,56 @@ class NoYieldError(StartupError, RuntimeError):
         return (
             "yield the value exactly once; put cleanup after the yield, in a "
             "`finally:` block."
+        )
+
+
+class MissingAwaitError(StartupError, TypeError):
+    """A resource's value is a coroutine: its factory is missing an `await`.
+
+    A coroutine is never a resource's value. The resource was stopped, and the
+    coroutine, which never ran, was closed.
+
+    Attributes:
+        coroutine: The qualified name of the coroutine's function.
+
+    Example:
+        ```python
+        async def fetch_token() -> str:
+            return "secret"
+
+
+        @registry.resource
+        async def token() -> object:
+            return fetch_token()  # no `await`: MissingAwaitError at startup
+        ```
+    """
+
+    code: ClassVar[ErrorCode] = "missing-await"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        coroutine: str,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.coroutine: str = coroutine
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' returned a coroutine of "
+            f"{self.coroutine}() instead of a value: missing `await`?"
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"await the call in the factory of '{self.resource_name}': "
+            f"`return await {self.coroutine}(...)` (or `yield await ...` in a "
+            "generator)."
         )
 
 
