@@ -129,9 +129,14 @@ def run(
     bundle, call = resolve_main(main)
     if backend not in _BACKENDS:
         raise InvalidOptionError(
-            None, option="backend", problem="it must be 'asyncio' or 'trio'"
+            None,
+            option="backend",
+            problem="it must be 'asyncio' or 'trio'",
+            owner="lifespan_kit.run()",
         )
-    shutdown_timeout = check_seconds(None, "shutdown_timeout", shutdown_timeout)
+    shutdown_timeout = check_seconds(
+        None, "shutdown_timeout", shutdown_timeout, owner="lifespan_kit.run()"
+    )
     runner = _Runner(call, backend=backend, shutdown_timeout=shutdown_timeout)
     run_listeners = (*listeners, runner.listen)
     lifespan: Lifespan[object] = (

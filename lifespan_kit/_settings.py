@@ -69,7 +69,9 @@ def _seconds_or_none(
     return None if value is None else check_seconds(resource_name, option, value)
 
 
-def check_seconds(resource_name: str | None, option: str, value: object) -> float:
+def check_seconds(
+    resource_name: str | None, option: str, value: object, *, owner: str | None = None
+) -> float:
     """Return `value` as seconds, or raise `InvalidOptionError` naming `option`.
 
     Any real number greater than 0 is accepted (an int, a float, `math.inf`);
@@ -81,6 +83,7 @@ def check_seconds(resource_name: str | None, option: str, value: object) -> floa
             option=option,
             problem=f"it must be a number of seconds, not {_type_name(value)}",
             remedy=_SECONDS_REMEDY,
+            owner=owner,
         )
     seconds = float(value)
     if not seconds > 0:  # NaN is not greater than 0 either
@@ -89,6 +92,7 @@ def check_seconds(resource_name: str | None, option: str, value: object) -> floa
             option=option,
             problem="it must be greater than 0 seconds",
             remedy=_SECONDS_REMEDY,
+            owner=owner,
         )
     return seconds
 
@@ -109,6 +113,7 @@ def validate_concurrency(concurrency: int | None) -> float:
             option="concurrency",
             problem=f"it must be an int or None, not {_type_name(concurrency)}",
             remedy=_CONCURRENCY_REMEDY,
+            owner="the lifespan",
         )
     if concurrency < 1:
         raise InvalidOptionError(
@@ -116,6 +121,7 @@ def validate_concurrency(concurrency: int | None) -> float:
             option="concurrency",
             problem="it must be at least 1",
             remedy=_CONCURRENCY_REMEDY,
+            owner="the lifespan",
         )
     return concurrency
 

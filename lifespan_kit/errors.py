@@ -442,6 +442,8 @@ class InvalidOptionError(DefinitionError, ValueError):
         option: The option's name.
         problem: Why it was rejected.
         remedy: What to pass instead.
+        owner: What takes the option, when it is neither a resource nor the
+            registry (such as "lifespan_kit.run()").
 
     Example:
         ```python
@@ -461,18 +463,19 @@ class InvalidOptionError(DefinitionError, ValueError):
         option: str,
         problem: str,
         remedy: str | None = None,
+        owner: str | None = None,
     ) -> None:
         super().__init__(resource_name)
         self.option: str = option
         self.problem: str = problem
         self.remedy: str = remedy or f"pass a valid value for '{option}'."
+        self.owner: str | None = owner
 
     def summary(self) -> str:  # noqa: D102
-        where = (
-            "the registry"
-            if self.resource_name is None
-            else f"resource '{self.resource_name}'"
-        )
+        if self.resource_name is not None:
+            where = f"resource '{self.resource_name}'"
+        else:
+            where = self.owner or "the registry"
         return f"Option '{self.option}' of {where} is invalid."
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102

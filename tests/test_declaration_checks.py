@@ -244,6 +244,7 @@ def test_the_runner_checks_its_shutdown_timeout() -> None:
         with pytest.raises(InvalidOptionError, match="a number of seconds") as info:
             lifespan_kit.run(main, registry, shutdown_timeout=value)  # type: ignore[arg-type]  # on purpose
         assert info.value.option == "shutdown_timeout"
+        assert "of lifespan_kit.run() is invalid" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -263,6 +264,7 @@ def test_a_concurrency_that_is_not_a_positive_int_is_rejected(
     with pytest.raises(InvalidOptionError, match=phrase) as info:
         Registry().lifespan(concurrency=concurrency)  # type: ignore[call-overload]  # on purpose
     assert info.value.option == "concurrency"
+    assert "Option 'concurrency' of the lifespan is invalid." in str(info.value)
     assert "or None for no limit" in str(info.value)
 
 

@@ -18,8 +18,9 @@ from types import TracebackType
 
 import pytest
 
-from lifespan_kit import Registry, ResourceEvent
+from lifespan_kit import Bundle, Registry, ResourceEvent
 from lifespan_kit.errors import (
+    BundleTypeError,
     InvalidFactoryError,
     MissingAwaitError,
     StartupError,
@@ -171,6 +172,23 @@ async def test_a_coroutine_value_is_a_missing_await(
         "start_failed token",
     ]
     assert recorded.events[-2:] == ["teardown settings", "stopped settings"]
+
+
+async def test_a_missing_await_is_not_reported_as_a_bundle_type() -> None:
+    """With a bundle, a coroutine value is a missing await, not a wrong annotation."""
+    registry = Registry()
+
+    @registry.resource
+    async def token() -> object:
+        return fetch_token()
+
+    class Resources(Bundle):
+        token: str
+
+    with pytest.raises(MissingAwaitError, match="missing `await`") as info:
+        async with registry.lifespan(Resources):
+            pass  # pragma: no cover
+    assert not isinstance(info.value, BundleTypeError)
 
 
 async def test_a_missing_await_reads_well_without_listeners() -> None:
