@@ -40,6 +40,7 @@ Added in 0.1.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import ClassVar, Final, Literal
 
@@ -681,18 +682,22 @@ class StartupError(LifespanKitError):
         )
 
 
+_LACKED_PROTOCOL: Final = re.compile(
+    r"does not support the (asynchronous )?context manager protocol"
+)
+
+
 def _wrong_with_statement(cause: BaseException | None) -> str | None:
     """Say which statement entered a context manager of the other kind, if one did.
 
-    Python 3.11 and later raise a TypeError naming the protocol; 3.10 raises
-    an AttributeError naming the missing method.
+    Python 3.11 and later raise a TypeError naming the protocol the object
+    lacks (3.14 adds the one it has); 3.10 raises an AttributeError naming the
+    missing method.
     """
     if isinstance(cause, TypeError):
-        text = str(cause)
-        if "asynchronous context manager protocol" in text:
-            return "async with"
-        if "context manager protocol" in text:
-            return "with"
+        lacking = _LACKED_PROTOCOL.search(str(cause))
+        if lacking is not None:
+            return "async with" if lacking.group(1) else "with"
     elif isinstance(cause, AttributeError) and cause.args in (
         ("__enter__",),
         ("__aenter__",),

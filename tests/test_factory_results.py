@@ -387,6 +387,24 @@ async def test_the_wrong_with_statement_gets_a_fix_that_names_the_right_one(
 @pytest.mark.parametrize(
     ("cause", "statement"),
     [
+        pytest.param(
+            TypeError(
+                "'AsyncOnly' object does not support the context manager protocol "
+                "(missed __exit__ method) but it supports the asynchronous context "
+                "manager protocol. Did you mean to use 'async with'?"
+            ),
+            "use `async with`",
+            id="3.14-with",
+        ),
+        pytest.param(
+            TypeError(
+                "'SyncOnly' object does not support the asynchronous context "
+                "manager protocol (missed __aexit__ method) but it supports the "
+                "context manager protocol. Did you mean to use 'with'?"
+            ),
+            "use `with`.",
+            id="3.14-async-with",
+        ),
         pytest.param(AttributeError("__enter__"), "use `async with`", id="3.10-with"),
         pytest.param(AttributeError("__aenter__"), "use `with`.", id="3.10-async-with"),
         pytest.param(
@@ -398,10 +416,10 @@ async def test_the_wrong_with_statement_gets_a_fix_that_names_the_right_one(
         pytest.param(None, "read the cause above", id="no-cause"),
     ],
 )
-def test_the_with_statement_hint_reads_python_3_10_errors_too(
+def test_the_with_statement_hint_reads_every_python_versions_wording(
     cause: BaseException | None, statement: str
 ) -> None:
-    """Python 3.10's AttributeError for `with` is recognised; other causes are not."""
+    """The wordings of 3.10 and 3.14 are recognised too; other causes are not."""
     error = StartupError("client")
     error.__cause__ = cause
     assert statement in error.fix()
