@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import ClassVar, TypeGuard, TypeVar, overload
+from typing import Any, ClassVar, TypeGuard, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from lifespan_kit._graph import suggest
 from lifespan_kit._resource import Resource
@@ -69,11 +69,39 @@ def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> Bundle
             other failures are chained as ``__context__`` through a group.
     """
     names = bundle_resource_names(bundle)
+    data = {name: values[name] for name in names}
     try:
-        return bundle.model_validate({name: values[name] for name in names})
+        return bundle.model_validate(data)
     except ValidationError as exc:
         errors = [_bundle_error(bundle, values, error["loc"]) for error in exc.errors()]
         raise BundleTypeGroup(errors) from exc
+    except Exception:
+        # pydantic cannot build or run the bundle's validator: some field is
+        # annotated with what it cannot check (a protocol that is not
+        # runtime-checkable, a class whose isinstance check raises). Check each
+        # field on its own, and leave unchecked the ones that cannot be.
+        return _create_field_by_field(bundle, data)
+
+
+def _create_field_by_field(bundle: type[BundleT], data: dict[str, object]) -> BundleT:
+    errors: list[BundleTypeError] = []
+    by_name: dict[str, object] = {}
+    for field_name, field in bundle.model_fields.items():
+        key = field.alias or field_name
+        by_name[field_name] = data[key]
+        definition: dict[str, Any] = {field_name: (field.annotation, field)}
+        try:
+            single: type[BaseModel] = create_model(
+                bundle.__name__, __config__=bundle.model_config, **definition
+            )
+            single.model_validate({key: data[key]})
+        except ValidationError as exc:
+            errors.extend(_bundle_error(bundle, data, e["loc"]) for e in exc.errors())
+        except Exception:  # this field cannot be checked
+            continue
+    if errors:
+        raise BundleTypeGroup(errors)
+    return bundle.model_construct(set(by_name), **by_name)
 
 
 class BundleTypeGroup(Exception):  # noqa: N818  # internal carrier, never escapes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import heapq
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -78,24 +79,30 @@ def build_plan(
         roots = known
     paths: dict[str, tuple[str, ...]] = {}
     stack: list[str] = []
-    for root in reversed(roots):
-        if root in registered:
-            stack.append(root)
-            paths.setdefault(root, (root,))
-        else:
+    for root in roots:
+        if root not in registered:
             close, listed = suggest(root, known)
             problems.append(
                 UnknownResourceError(
                     root, context=root_context, suggestions=close, available=listed
                 )
             )
+        elif root not in paths:
+            stack.append(root)
+            paths[root] = (root,)
+    stack.reverse()  # the first root is explored first
     _collect(registered, stack, paths, problems)
-    needed = [name for name in registered if name in paths]
-    if not problems:
-        order = _topological_order(registered, needed, problems)
-        if not problems:
-            return _make_plan(registered, order, paths)
-    raise GraphError(problems)
+    targets = {
+        name: _unique_targets(resource)
+        for name, resource in registered.items()
+        if name in paths
+    }
+    # Ordered even when problems were found already: a cycle is reported
+    # alongside missing dependencies and unknown names, not after they are fixed.
+    order = _topological_order(targets, problems)
+    if problems:
+        raise GraphError(problems)
+    return _make_plan(registered, order, targets, paths)
 
 
 def _collect(
@@ -130,17 +137,24 @@ def _collect(
 
 
 def _topological_order(
-    registered: Mapping[str, Resource[object]],
-    needed: list[str],
-    problems: list[LifespanKitError],
+    targets: Mapping[str, Mapping[str, None]], problems: list[LifespanKitError]
 ) -> list[str]:
+    """Order the keys of `targets` (Kahn's algorithm); report every cycle group.
+
+    `targets` maps each needed resource, in registration order, to the names
+    it depends on.
+    """
+    needed = list(targets)
     rank = {name: index for index, name in enumerate(needed)}
     waiting = dict.fromkeys(needed, 0)
     dependents: dict[str, list[str]] = {name: [] for name in needed}
     for name in needed:
-        for target in _unique_targets(registered[name]):
-            waiting[name] += 1
-            dependents[target].append(name)
+        for target in targets[name]:
+            # A missing dependency (already reported) has no entry: skip it.
+            waiters = dependents.get(target)
+            if waiters is not None:
+                waiting[name] += 1
+                waiters.append(name)
     ready = [rank[name] for name in needed if waiting[name] == 0]
     heapq.heapify(ready)
     order: list[str] = []
@@ -152,8 +166,11 @@ def _topological_order(
             if waiting[dependent] == 0:
                 heapq.heappush(ready, rank[dependent])
     if len(order) < len(needed):
+        # What never became ready is in a cycle, or depends on one.
         blocked = [name for name in needed if waiting[name] > 0]
-        problems.extend(DependencyCycleError(c) for c in _cycles(registered, blocked))
+        problems.extend(
+            DependencyCycleError(cycle) for cycle in _cycles(targets, blocked)
+        )
     return order
 
 
@@ -162,44 +179,107 @@ def _unique_targets(resource: Resource[object]) -> dict[str, None]:
 
 
 def _cycles(
-    registered: Mapping[str, Resource[object]], blocked: list[str]
+    targets: Mapping[str, Mapping[str, None]], blocked: list[str]
 ) -> list[tuple[str, ...]]:
-    """Find one cycle through each group of blocked nodes, each reported once."""
-    candidates = set(blocked)
-    seen: set[str] = set()
+    """Return one cycle per group of resources that depend on each other.
+
+    A group is a strongly connected component of the blocked subgraph with
+    more than one resource, or a resource that depends on itself. Its cycle
+    starts at its first resource in `blocked` order and is the shortest one
+    back to it; the groups come in that order too.
+    """
+    rank = {name: index for index, name in enumerate(blocked)}
+    inside = {name: [t for t in targets[name] if t in rank] for name in blocked}
     cycles: list[tuple[str, ...]] = []
-    for start in blocked:
-        if start in seen:
-            continue
-        trail: list[str] = []
-        position: dict[str, int] = {}
-        name = start
-        # Every blocked node has a blocked dependency, so this walk must loop.
-        while name not in position and name not in seen:
-            position[name] = len(trail)
-            trail.append(name)
-            name = next(t for t in _unique_targets(registered[name]) if t in candidates)
-        seen.update(trail)
-        if name in position:
-            loop = trail[position[name] :]
-            cycles.append((*loop, loop[0]))
+    for component in _strongly_connected(blocked, inside):
+        start = min(component, key=rank.__getitem__)
+        if len(component) > 1 or start in inside[start]:
+            cycles.append(_shortest_cycle(start, set(component), inside))
+    cycles.sort(key=lambda cycle: rank[cycle[0]])
     return cycles
+
+
+def _strongly_connected(
+    nodes: list[str], targets: Mapping[str, list[str]]
+) -> list[list[str]]:
+    """Tarjan's algorithm, iterative: a long chain never hits the recursion limit."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    for root in nodes:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(targets[root]))]
+        while work:
+            name, pending = work[-1]
+            for target in pending:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(targets[target])))
+                    break
+                if target in on_stack:
+                    low[name] = min(low[name], index[target])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[name])
+                if low[name] == index[name]:
+                    component: list[str] = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == name:
+                            break
+                    components.append(component)
+    return components
+
+
+def _shortest_cycle(
+    start: str, component: set[str], targets: Mapping[str, list[str]]
+) -> tuple[str, ...]:
+    """Find the shortest cycle through `start` inside its component (breadth first).
+
+    The search always ends with a return: in a strongly connected component
+    with a cycle, every resource has a path back to `start`.
+    """
+    parent: dict[str, str] = {start: start}
+    queue = deque([start])
+    while True:
+        name = queue.popleft()
+        for target in targets[name]:
+            if target == start:
+                path = [name]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return (*reversed(path), start)
+            if target in component and target not in parent:
+                parent[target] = name
+                queue.append(target)
 
 
 def _make_plan(
     registered: Mapping[str, Resource[object]],
     order: list[str],
+    targets: Mapping[str, Mapping[str, None]],
     paths: dict[str, tuple[str, ...]],
 ) -> Plan:
     index = {name: position for position, name in enumerate(order)}
     resources = tuple(registered[name] for name in order)
     dependencies = tuple(
-        tuple(index[target] for target in _unique_targets(resource))
-        for resource in resources
+        tuple(index[target] for target in targets[name]) for name in order
     )
     dependents: list[list[int]] = [[] for _ in order]
-    for position, targets in enumerate(dependencies):
-        for target in targets:
+    for position, positions in enumerate(dependencies):
+        for target in positions:
             dependents[target].append(position)
     return Plan(
         resources=resources,

@@ -21,6 +21,7 @@ import math
 import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from types import CoroutineType
 from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
@@ -40,6 +41,7 @@ from lifespan_kit._sync import (
 from lifespan_kit._types import AsyncContextManagerLike
 from lifespan_kit.errors import (
     DependencyTypeError,
+    MissingAwaitError,
     MultipleYieldError,
     NoYieldError,
     ResourceFailedError,
@@ -285,6 +287,10 @@ class Instance:
             and (not suspended or elapsed - self.busy <= self.start_timeout)
         ):
             return Later(self._undo_overrun(elapsed, swallowed=False))
+        if type(value) is CoroutineType:
+            # Never a resource's value: an `await` is missing in the factory.
+            value.close()  # it never ran; closed, Python does not warn about it
+            return Later(self._undo_missing_await(value.__qualname__))
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
@@ -340,6 +346,23 @@ class Instance:
         return StartCancelledError(
             self.resource.name, dependency_path=self.dependency_path
         )
+
+    async def _undo_missing_await(self, coroutine: str) -> NoReturn:
+        """Report the missing await of a start whose value is a coroutine; undo it."""
+        error = MissingAwaitError(
+            self.resource.name,
+            coroutine=coroutine,
+            dependency_path=self.dependency_path,
+        )
+        if self.monitor.is_active:
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "start_failed", error=error)
+            )
+        stop_error = await self.stop()
+        if stop_error is not None:
+            log_stop_failure(stop_error)
+            self.undo_error = stop_error
+        raise error
 
     def _no_yield(self) -> NoYieldError:
         return NoYieldError(self.resource.name, dependency_path=self.dependency_path)

@@ -23,6 +23,7 @@ from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._report import Listener
 from lifespan_kit._resource import (
     Resource,
+    check_name,
     classify,
     create_resource,
     describe_origin,
@@ -63,6 +64,10 @@ class Registry:
         start_timeout: Default seconds a resource may take to start (60).
         stop_timeout: Default seconds a resource may take to stop (5).
         health_timeout: Default seconds a health check may take (5).
+
+    Raises:
+        InvalidOptionError: When a timeout is not a number of seconds greater
+            than 0 (a string or a bool is never converted).
 
     Example:
         ```python
@@ -205,9 +210,13 @@ class Registry:
 
         Raises:
             DuplicateResourceError: When the name is taken.
-            InvalidFactoryError: When the factory cannot be run as a resource.
-            InvalidOptionError: When a timeout is not a positive number, or
-                `thread` is set for an async factory.
+            InvalidFactoryError: When the name is not an identifier (or is a
+                keyword), `depends` does not map names to names, or the factory
+                cannot be run as a resource.
+            InvalidOptionError: When a timeout is not a number of seconds
+                greater than 0 (a string or a bool is never converted),
+                `health` is not a function, or `thread` is set for an async
+                factory.
 
         Example:
             ```python
@@ -227,15 +236,12 @@ class Registry:
         return self._register_factory(factory, options)
 
     def _register_factory(self, factory: object, options: _Options) -> Resource[object]:
-        name: str | None = options.name or getattr(factory, "__name__", None)
+        name = options.name_for(factory)
         if name is None or not callable(factory):
             raise InvalidFactoryError(
-                name or repr(factory),
+                _unnamed(factory) if name is None else str(name),
                 problem=f"{describe_origin(factory)} is not a named callable.",
-                remedy=(
-                    "decorate a function, or call registry.add(name, value) for a "
-                    "plain value."
-                ),
+                remedy=_unnamed_remedy(factory, "resource"),
             )
         return self._register(name, factory, options)
 
@@ -368,9 +374,13 @@ class Registry:
 
         Raises:
             DuplicateResourceError: When the name is taken.
-            InvalidFactoryError: When the factory cannot be run as a resource.
-            InvalidOptionError: When a timeout is not a positive number, or
-                `thread` is set for an async factory or a value.
+            InvalidFactoryError: When the name is not an identifier (or is a
+                keyword), `depends` does not map names to names, or the factory
+                cannot be run as a resource.
+            InvalidOptionError: When a timeout is not a number of seconds
+                greater than 0 (a string or a bool is never converted),
+                `health` is not a function, or `thread` is set for an async
+                factory or a value.
 
         Example:
             ```python
@@ -432,8 +442,11 @@ class Registry:
 
         Raises:
             DuplicateResourceError: When the name is taken.
-            InvalidFactoryError: When `func` is not an async function.
-            InvalidOptionError: When `stop_timeout` is not a positive number.
+            InvalidFactoryError: When `func` is not an async function, its
+                name is not an identifier (or is a keyword), or `depends` does
+                not map names to names.
+            InvalidOptionError: When `stop_timeout` is not a number of seconds
+                greater than 0.
 
         Example:
             ```python
@@ -449,12 +462,16 @@ class Registry:
         options = _Options(name, depends, None, stop_timeout, None, None, False)
 
         def register(function: BackgroundFunction) -> Resource[object]:
-            resource_name = options.name or getattr(function, "__name__", None)
-            if resource_name is None or classify(function) != "coroutine":
+            resource_name = options.name_for(function)
+            is_async = classify(function) == "coroutine"
+            if resource_name is None or not is_async:
                 raise InvalidFactoryError(
-                    resource_name or repr(function),
-                    problem=f"{describe_origin(function)} is not an async function.",
-                    remedy=(
+                    _unnamed(function) if resource_name is None else str(resource_name),
+                    problem=f"{describe_origin(function)} "
+                    + ("has no name." if is_async else "is not an async function."),
+                    remedy=_unnamed_remedy(function, "background")
+                    if is_async or isinstance(function, str)
+                    else (
                         "declare the background task with `async def`; it runs "
                         "until the lifespan cancels it."
                     ),
@@ -465,17 +482,12 @@ class Registry:
 
     def _register(
         self,
-        name: str,
+        name: object,
         factory: object,
         options: _Options,
         kind: FactoryKind | None = None,
     ) -> Resource[object]:
-        if not name.isidentifier():
-            raise InvalidFactoryError(
-                str(name),
-                problem="the name is not a valid Python identifier.",
-                remedy="use a name that can be a parameter name, such as 'db_pool'.",
-            )
+        name = check_name(name)
         existing = self._resources.get(name)
         if existing is not None:
             raise DuplicateResourceError(
@@ -610,7 +622,7 @@ class Registry:
         Raises:
             GraphError: Listing every missing dependency, cycle and unknown name.
             InvalidBundleError: When `bundle` is not a Bundle subclass.
-            InvalidOptionError: When `concurrency` is not a positive int.
+            InvalidOptionError: When `concurrency` is not an int of at least 1.
 
         Example:
             ```python
@@ -711,6 +723,23 @@ class Registry:
         )
 
 
+def _unnamed(factory: object) -> str:
+    """Say which resource a factory without a name was meant to be."""
+    return factory if isinstance(factory, str) else repr(factory)
+
+
+def _unnamed_remedy(factory: object, decorator: str) -> str:
+    if isinstance(factory, str):
+        # `@registry.resource("db")`: the name was passed where the factory goes.
+        return f"pass the name as a keyword: @registry.{decorator}(name={factory!r})."
+    if decorator == "background":
+        return "pass name= to registry.background() for a callable without a name."
+    return (
+        "decorate a function (or pass name= for a callable without a name), or "
+        "call registry.add(name, value) for a plain value."
+    )
+
+
 class _Options:
     """The keyword options of `resource` and `add`, validated once."""
 
@@ -718,7 +747,7 @@ class _Options:
 
     def __init__(
         self,
-        name: str | None,
+        name: object,
         depends: Mapping[str, str] | None,
         start_timeout: float | None,
         stop_timeout: float | None,
@@ -731,6 +760,12 @@ class _Options:
         self.timeouts_args = (start_timeout, stop_timeout, health_timeout)
         self.health = health
         self.thread = thread
+
+    def name_for(self, factory: object) -> object:
+        """Return the name given with `name=`, else the factory's own, or None."""
+        if self.name is not None:
+            return self.name
+        return getattr(factory, "__name__", None)
 
     def create(
         self, name: str, factory: object, kind: FactoryKind | None = None

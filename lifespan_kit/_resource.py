@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import keyword
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, final
+from typing import Final, Generic, final
 
 from lifespan_kit._settings import Timeouts
 from lifespan_kit._types import FactoryKind, HealthCheck, ValueT_co
@@ -105,10 +106,41 @@ def create_resource(
     `kind` forces how the factory runs; by default it is read from the factory.
 
     Raises:
-        InvalidFactoryError: When the factory cannot be run as a resource.
-        InvalidOptionError: When `thread` is set for a factory that is not sync.
+        InvalidFactoryError: When the factory cannot be run as a resource, or
+            `depends` does not map names to names.
+        InvalidOptionError: When `health` is not callable, or `thread` is set
+            for a factory that is not sync.
     """
-    kind = classify(factory) if kind is None else kind
+    if depends is not None:
+        _check_depends(name, depends)
+    if health_check is not None and not callable(health_check):
+        raise InvalidOptionError(
+            name,
+            option="health",
+            problem=(
+                "it must be a function called with the value, not "
+                f"{type(health_check).__qualname__}"
+            ),
+            remedy=(
+                "pass a function (sync or async) that raises or returns False "
+                "when the resource is unhealthy, such as health=check_db."
+            ),
+        )
+    if kind is None:
+        kind = classify(factory)
+        if kind == "value" and inspect.iscoroutine(factory):
+            factory.close()  # it never ran; closed, Python does not warn about it
+            raise InvalidFactoryError(
+                name,
+                problem=(
+                    "the value is a coroutine, which can be awaited only once "
+                    f"({factory.__qualname__}() was called, not awaited)."
+                ),
+                remedy=(
+                    f"register the async function itself, without calling it: "
+                    f"registry.add('{name}', {factory.__qualname__})."
+                ),
+            )
     if thread is not False:
         _check_thread(name, thread, kind)
     dependencies = (
@@ -146,6 +178,66 @@ def _check_thread(name: str, thread: object, kind: FactoryKind) -> None:
             "calls with anyio.to_thread.run_sync)"
         )
     raise InvalidOptionError(name, option="thread", problem=problem)
+
+
+def check_name(name: object) -> str:
+    """Return `name` if it can name a resource, else raise `InvalidFactoryError`.
+
+    A resource's name is also a parameter name, so it must be a string that
+    is a Python identifier and not a keyword.
+    """
+    if not isinstance(name, str):
+        raise InvalidFactoryError(
+            repr(name),
+            problem=f"the name must be a string, not {type(name).__qualname__}.",
+            remedy=(
+                "pass the name first, as a string: registry.add('db', factory), "
+                "or @registry.resource(name='db')."
+            ),
+        )
+    if not name.isidentifier():
+        raise InvalidFactoryError(
+            name,
+            problem="the name is not a valid Python identifier.",
+            remedy="use a name that can be a parameter name, such as 'db_pool'.",
+        )
+    if keyword.iskeyword(name):
+        raise InvalidFactoryError(
+            name,
+            problem="the name is a Python keyword, so no parameter can have it.",
+            remedy=f"use another name, such as '{name}_'.",
+        )
+    return name
+
+
+def _is_name(text: object) -> bool:
+    return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
+
+
+def _check_depends(name: str, depends: object) -> None:
+    if not isinstance(depends, Mapping):
+        raise InvalidFactoryError(
+            name,
+            problem=(
+                "depends= must map parameter names to resource names, not be "
+                f"a {type(depends).__qualname__}."
+            ),
+            remedy="pass a dict, such as depends={'cfg': 'settings'}.",
+        )
+    pairs: Mapping[object, object] = depends  # pyright: ignore[reportUnknownVariableType]  # untyped callers; checked below
+    for parameter, target in pairs.items():
+        if not (_is_name(parameter) and _is_name(target)):
+            raise InvalidFactoryError(
+                name,
+                problem=(
+                    f"depends= maps {parameter!r} to {target!r}; each side must "
+                    "be a name: a string that is a Python identifier, not a keyword."
+                ),
+                remedy=(
+                    "map the parameter's name to the resource's name, such as "
+                    "depends={'cfg': 'settings'}."
+                ),
+            )
 
 
 def classify(factory: object) -> FactoryKind:
@@ -215,8 +307,8 @@ def _dependency(
 def _checkable_annotations(
     factory: object, dependencies: tuple[Dependency, ...]
 ) -> Mapping[str, type]:
-    target = factory.__init__ if inspect.isclass(factory) else factory
     try:
+        target = factory.__init__ if inspect.isclass(factory) else factory
         hints = typing.get_type_hints(target)
     except Exception:
         # Unresolvable forward references only document the type; skip the check.
@@ -229,18 +321,40 @@ def _checkable_annotations(
     return checked
 
 
+_PROBE: Final = object()
+
+
 def _is_checkable(hint: object) -> bool:
-    return (
-        isinstance(hint, type)
-        and typing.get_origin(hint) is None  # list[int] is a type on 3.10
-        and hint is not object
-        and not getattr(hint, "_is_protocol", False)
-    )
+    """Return whether `isinstance(value, hint)` is a meaningful, working check.
+
+    Plain classes are; `object`, protocols and parametrised generics are not,
+    nor is anything `isinstance` refuses (`typing.Any`, a `TypedDict`, a class
+    whose `__instancecheck__` raises): one probing call finds those.
+    """
+    try:
+        if not (
+            isinstance(hint, type)
+            and typing.get_origin(hint) is None  # list[int] is a type on 3.10
+            and hint is not object
+            and not getattr(hint, "_is_protocol", False)
+        ):
+            return False
+        isinstance(_PROBE, hint)  # raises for what isinstance refuses
+    except Exception:
+        return False
+    return True
 
 
 def matches(value: object, expected: type) -> bool:
-    """Return whether `value` fits the annotation `expected` (numeric tower aware)."""
-    if isinstance(value, expected):
+    """Return whether `value` fits the annotation `expected` (numeric tower aware).
+
+    A check that raises counts as a match: an annotation that cannot be
+    checked is not checked, and never fails a start.
+    """
+    try:
+        if isinstance(value, expected):
+            return True
+    except Exception:
         return True
     if expected is float:
         return isinstance(value, int) and not isinstance(value, bool)

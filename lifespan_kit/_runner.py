@@ -37,6 +37,7 @@ from lifespan_kit._lifespan import Lifespan, shorten_teardown
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import Listener, ResourceEvent, logger
 from lifespan_kit._resource import classify
+from lifespan_kit._settings import check_seconds
 from lifespan_kit._signals import Schedule, SignalCounter, exit_status
 from lifespan_kit.errors import (
     InvalidMainError,
@@ -128,14 +129,14 @@ def run(
     bundle, call = resolve_main(main)
     if backend not in _BACKENDS:
         raise InvalidOptionError(
-            None, option="backend", problem="it must be 'asyncio' or 'trio'"
-        )
-    if not shutdown_timeout > 0:
-        raise InvalidOptionError(
             None,
-            option="shutdown_timeout",
-            problem="it must be a positive number of seconds",
+            option="backend",
+            problem="it must be 'asyncio' or 'trio'",
+            owner="lifespan_kit.run()",
         )
+    shutdown_timeout = check_seconds(
+        None, "shutdown_timeout", shutdown_timeout, owner="lifespan_kit.run()"
+    )
     runner = _Runner(call, backend=backend, shutdown_timeout=shutdown_timeout)
     run_listeners = (*listeners, runner.listen)
     lifespan: Lifespan[object] = (

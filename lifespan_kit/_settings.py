@@ -1,11 +1,12 @@
-"""Options for resources and registries, validated by pydantic."""
+"""Options for resources and registries: checked where declared, kept frozen."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Annotated, ClassVar, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from lifespan_kit.errors import InvalidOptionError
 
@@ -23,7 +24,7 @@ class Timeouts(BaseModel):
     """
 
     model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", defer_build=True
+        frozen=True, extra="forbid", strict=True, defer_build=True
     )
 
     start_timeout: Seconds | None = None
@@ -53,19 +54,53 @@ def create_timeouts(
     health_timeout: float | None,
 ) -> Timeouts:
     """Validate timeouts, raising `InvalidOptionError` that names the resource."""
-    try:
-        return Timeouts(
-            start_timeout=start_timeout,
-            stop_timeout=stop_timeout,
-            health_timeout=health_timeout,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
+    return Timeouts(
+        start_timeout=_seconds_or_none(resource_name, "start_timeout", start_timeout),
+        stop_timeout=_seconds_or_none(resource_name, "stop_timeout", stop_timeout),
+        health_timeout=_seconds_or_none(
+            resource_name, "health_timeout", health_timeout
+        ),
+    )
+
+
+def _seconds_or_none(
+    resource_name: str | None, option: str, value: float | None
+) -> float | None:
+    return None if value is None else check_seconds(resource_name, option, value)
+
+
+def check_seconds(
+    resource_name: str | None, option: str, value: object, *, owner: str | None = None
+) -> float:
+    """Return `value` as seconds, or raise `InvalidOptionError` naming `option`.
+
+    Any real number greater than 0 is accepted (an int, a float, `math.inf`);
+    a string or a bool is never converted, so a typo cannot pass as a limit.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidOptionError(
             resource_name,
-            option=str(first["loc"][0]),
-            problem=f"{first['msg']} (seconds; use math.inf for no limit)",
-        ) from None
+            option=option,
+            problem=f"it must be a number of seconds, not {_type_name(value)}",
+            remedy=_SECONDS_REMEDY,
+            owner=owner,
+        )
+    seconds = float(value)
+    if not seconds > 0:  # NaN is not greater than 0 either
+        raise InvalidOptionError(
+            resource_name,
+            option=option,
+            problem="it must be greater than 0 seconds",
+            remedy=_SECONDS_REMEDY,
+            owner=owner,
+        )
+    return seconds
+
+
+_SECONDS_REMEDY: Final = (
+    "pass a number of seconds greater than 0, such as 5 or 0.5 (an int or a "
+    "float), or math.inf for no limit."
+)
 
 
 def validate_concurrency(concurrency: int | None) -> float:
@@ -74,12 +109,28 @@ def validate_concurrency(concurrency: int | None) -> float:
         return math.inf
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):  # pyright: ignore[reportUnnecessaryIsInstance]  # untyped callers
         raise InvalidOptionError(
-            None, option="concurrency", problem="it must be an int or None"
+            None,
+            option="concurrency",
+            problem=f"it must be an int or None, not {_type_name(concurrency)}",
+            remedy=_CONCURRENCY_REMEDY,
+            owner="the lifespan",
         )
     if concurrency < 1:
         raise InvalidOptionError(
             None,
             option="concurrency",
-            problem="it must be at least 1 (1 starts resources one at a time)",
+            problem="it must be at least 1",
+            remedy=_CONCURRENCY_REMEDY,
+            owner="the lifespan",
         )
     return concurrency
+
+
+_CONCURRENCY_REMEDY: Final = (
+    "pass an int of at least 1 (1 starts resources one at a time, in a fixed "
+    "order), or None for no limit."
+)
+
+
+def _type_name(value: object) -> str:
+    return type(value).__qualname__

@@ -22,6 +22,7 @@ LifespanKitError
 │   ├── StartTimeoutError           (also TimeoutError)
 │   ├── StartCancelledError         (only in events: another start failed first)
 │   ├── NoYieldError                (also RuntimeError)
+│   ├── MissingAwaitError           (also TypeError)
 │   ├── DependencyTypeError         (also TypeError)
 │   └── BundleTypeError             (also TypeError)
 ├── ResourceFailedError             (phase "running"; also RuntimeError)
@@ -41,6 +42,7 @@ Added in 0.1.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import ClassVar, Final, Literal
@@ -67,6 +69,7 @@ __all__ = [
     "LifespanKitWarning",
     "LifespanNotRunCause",
     "LifespanNotRunError",
+    "MissingAwaitError",
     "MissingDependencyError",
     "MultipleYieldError",
     "NoYieldError",
@@ -107,6 +110,7 @@ ErrorCode = Literal[
     "invalid-main",
     "invalid-option",
     "lifespan-not-run",
+    "missing-await",
     "missing-dependency",
     "multiple-yields",
     "no-yield",
@@ -449,11 +453,14 @@ class InvalidFactoryError(DefinitionError, TypeError):
 
 
 class InvalidOptionError(DefinitionError, ValueError):
-    """An option such as a timeout or a concurrency limit is out of range.
+    """An option such as a timeout or a concurrency limit has a wrong type or value.
 
     Attributes:
         option: The option's name.
         problem: Why it was rejected.
+        remedy: What to pass instead.
+        owner: What takes the option, when it is neither a resource nor the
+            registry (such as "lifespan_kit.run()").
 
     Example:
         ```python
@@ -466,24 +473,33 @@ class InvalidOptionError(DefinitionError, ValueError):
 
     code: ClassVar[ErrorCode] = "invalid-option"
 
-    def __init__(self, resource_name: str | None, *, option: str, problem: str) -> None:
+    def __init__(
+        self,
+        resource_name: str | None,
+        *,
+        option: str,
+        problem: str,
+        remedy: str | None = None,
+        owner: str | None = None,
+    ) -> None:
         super().__init__(resource_name)
         self.option: str = option
         self.problem: str = problem
+        self.remedy: str = remedy or f"pass a valid value for '{option}'."
+        self.owner: str | None = owner
 
     def summary(self) -> str:  # noqa: D102
-        where = (
-            "the registry"
-            if self.resource_name is None
-            else f"resource '{self.resource_name}'"
-        )
+        if self.resource_name is not None:
+            where = f"resource '{self.resource_name}'"
+        else:
+            where = self.owner or "the registry"
         return f"Option '{self.option}' of {where} is invalid."
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
         return [("problem", self.problem)]
 
     def fix(self) -> str:  # noqa: D102
-        return f"pass a valid value for '{self.option}'."
+        return self.remedy
 
 
 class InvalidBundleError(DefinitionError, TypeError):
@@ -664,10 +680,46 @@ class StartupError(LifespanKitError):
         return _cause_details(self)
 
     def fix(self) -> str:  # noqa: D102
+        statement = _wrong_with_statement(self.__cause__)
+        if statement == "with":
+            return (
+                f"the factory of '{self.resource_name}' entered an asynchronous "
+                "context manager with `with`: use `async with` (in an `async "
+                "def` factory)."
+            )
+        if statement == "async with":
+            return (
+                f"the factory of '{self.resource_name}' entered a synchronous "
+                "context manager with `async with`: use `with`."
+            )
         return (
             f"read the cause above; the failure is inside the factory of "
             f"'{self.resource_name}'."
         )
+
+
+_LACKED_PROTOCOL: Final = re.compile(
+    r"does not support the (asynchronous )?context manager protocol"
+)
+
+
+def _wrong_with_statement(cause: BaseException | None) -> str | None:
+    """Say which statement entered a context manager of the other kind, if one did.
+
+    Python 3.11 and later raise a TypeError naming the protocol the object
+    lacks (3.14 adds the one it has); 3.10 raises an AttributeError naming the
+    missing method.
+    """
+    if isinstance(cause, TypeError):
+        lacking = _LACKED_PROTOCOL.search(str(cause))
+        if lacking is not None:
+            return "async with" if lacking.group(1) else "with"
+    elif isinstance(cause, AttributeError) and cause.args in (
+        ("__enter__",),
+        ("__aenter__",),
+    ):
+        return "with" if cause.args == ("__enter__",) else "async with"
+    return None
 
 
 class StartTimeoutError(StartupError, TimeoutError):
@@ -797,6 +849,56 @@ class NoYieldError(StartupError, RuntimeError):
         return (
             "yield the value exactly once; put cleanup after the yield, in a "
             "`finally:` block."
+        )
+
+
+class MissingAwaitError(StartupError, TypeError):
+    """A resource's value is a coroutine: its factory is missing an `await`.
+
+    A coroutine is never a resource's value. The resource was stopped, and the
+    coroutine, which never ran, was closed.
+
+    Attributes:
+        coroutine: The qualified name of the coroutine's function.
+
+    Example:
+        ```python
+        async def fetch_token() -> str:
+            return "secret"
+
+
+        @registry.resource
+        async def token() -> object:
+            return fetch_token()  # no `await`: MissingAwaitError at startup
+        ```
+    """
+
+    code: ClassVar[ErrorCode] = "missing-await"
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        coroutine: str,
+        dependency_path: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(resource_name, dependency_path=dependency_path)
+        self.coroutine: str = coroutine
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' returned a coroutine of "
+            f"{self.coroutine}() instead of a value: missing `await`?"
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"await the call in the factory of '{self.resource_name}': "
+            f"`return await {self.coroutine}(...)` (or `yield await ...` in a "
+            "generator)."
         )
 
 

@@ -55,6 +55,11 @@ broken = Registry()
 broken.add("api", lambda db, cahce: (db, cahce))  # neither is registered
 broken.add("db_pool", "pool")
 
+tangled = Registry()
+tangled.add("api", lambda repo, cache: (repo, cache))  # 'cache' is not registered
+tangled.add("repo", lambda api: api)  # a cycle with 'api'
+tangled.add("db", lambda db: db)  # a cycle of one
+
 
 TICK_SEEN = threading.Event()
 """Replaced by the live display test: set once the display redrew by itself."""

@@ -50,6 +50,7 @@ from lifespan_kit.errors import LifespanKitError as LifespanKitError
 from lifespan_kit.errors import LifespanKitWarning as LifespanKitWarning
 from lifespan_kit.errors import LifespanNotRunCause as LifespanNotRunCause
 from lifespan_kit.errors import LifespanNotRunError as LifespanNotRunError
+from lifespan_kit.errors import MissingAwaitError as MissingAwaitError
 from lifespan_kit.errors import MissingDependencyError as MissingDependencyError
 from lifespan_kit.errors import MultipleYieldError as MultipleYieldError
 from lifespan_kit.errors import NotRunningError as NotRunningError

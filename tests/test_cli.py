@@ -256,7 +256,7 @@ def test_a_report_that_cannot_be_written_is_bad_input(
         ),
         pytest.param(
             ["run", "tests.cli_apps:main"],
-            "module 'tests.cli_apps' has 3 registries; pass --registry "
+            "module 'tests.cli_apps' has 4 registries; pass --registry "
             "package.module:registry.",
             id="several-registries",
         ),
@@ -415,6 +415,21 @@ def test_an_invalid_graph_lists_every_problem_and_exits_1(
     assert err.startswith("tests.cli_apps:broken: the graph has 2 problem(s).\n")
     assert "1. Resource 'api' depends on 'db', which is not registered." in err
     assert "2. Resource 'api' depends on 'cahce', which is not registered." in err
+
+
+@pytest.mark.parametrize("command", ["check", "graph"])
+def test_cycles_are_listed_with_a_missing_dependency(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A missing dependency does not hide the cycles: all three are listed."""
+    assert main([command, "tests.cli_apps:tangled"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tests.cli_apps:tangled: the graph has 3 problem(s).\n")
+    assert "1. Resource 'api' depends on 'cache', which is not registered." in err
+    assert "2. Resource 'api' depends on itself through a cycle." in err
+    assert "cycle: api -> repo -> api" in err
+    assert "3. Resource 'db' depends on itself through a cycle." in err
+    assert "cycle: db -> db" in err
 
 
 # --- graph -------------------------------------------------------------------
