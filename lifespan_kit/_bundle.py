@@ -76,11 +76,25 @@ def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> Bundle
         errors = [_bundle_error(bundle, values, error["loc"]) for error in exc.errors()]
         raise BundleTypeGroup(errors) from exc
     except Exception:
+        if _runs_own_code(bundle):
+            raise  # the bundle's validator or model_post_init failed: its error
         # pydantic cannot build or run the bundle's validator: some field is
         # annotated with what it cannot check (a protocol that is not
         # runtime-checkable, a class whose isinstance check raises). Check each
         # field on its own, and leave unchecked the ones that cannot be.
         return _create_field_by_field(bundle, data)
+
+
+def _runs_own_code(bundle: type[BaseModel]) -> bool:
+    """Tell whether validating `bundle` runs code of its own (validators, post-init)."""
+    decorators = bundle.__pydantic_decorators__
+    return bool(
+        decorators.validators
+        or decorators.field_validators
+        or decorators.root_validators
+        or decorators.model_validators
+        or bundle.__pydantic_post_init__ is not None
+    )
 
 
 def _create_field_by_field(bundle: type[BundleT], data: dict[str, object]) -> BundleT:

@@ -143,6 +143,11 @@ class Lifespan(Generic[ResultT_co]):
             # The run shields its own teardown from the caller's cancellation.
             stop_errors = await run.stop()
             raise startup_failure(exc.errors, stop_errors) from None
+        except BaseException:
+            # The bundle's own code raised (a validator, model_post_init):
+            # what started is stopped, and its failures logged, all the same.
+            await run.stop()
+            raise
 
     def _instances(self, monitor: Monitor) -> list[Instance]:
         """Return one instance per resource: made on the first start, then reset."""

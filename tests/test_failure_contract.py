@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from lifespan_kit import Registry, ResourceEvent, ResourceMap
+from lifespan_kit import Bundle, Registry, ResourceEvent, ResourceMap
 from lifespan_kit.errors import (
     ResourceFailedError,
     ShutdownError,
@@ -758,3 +758,52 @@ async def test_swallowed_start_holding_a_task_group_whose_teardown_raises(
     assert not isinstance(stop, StopTimeoutError)
     assert isinstance(stop.__cause__, ExceptionGroup)
     assert "OSError: could not close" in str(stop)  # the group's content is shown
+
+
+async def test_bundle_whose_own_code_raises_stops_what_started(
+    concurrency: int | None,
+) -> None:
+    """A bundle validator that raises leaves nothing running; its error propagates."""
+    from pydantic import model_validator
+
+    log: list[str] = []
+    registry = Registry()
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        log.append("stop db")
+
+    class Strict(Bundle):
+        db: str
+
+        @model_validator(mode="after")
+        def refuse(self) -> Strict:
+            raise RuntimeError("the bundle's own check failed")
+
+    with pytest.raises(RuntimeError, match="own check failed"):
+        async with registry.lifespan(Strict, concurrency=concurrency):
+            pass  # pragma: no cover
+    assert log == ["stop db"]
+
+
+async def test_bundle_whose_post_init_raises_stops_what_started() -> None:
+    """A bundle's model_post_init that raises: its error, after the rollback."""
+    log: list[str] = []
+    registry = Registry()
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        log.append("stop db")
+
+    class Checked(Bundle):
+        db: str
+
+        def model_post_init(self, context: object, /) -> None:
+            raise RuntimeError("post-init refused")
+
+    with pytest.raises(RuntimeError, match="post-init refused"):
+        async with registry.lifespan(Checked):
+            pass  # pragma: no cover
+    assert log == ["stop db"]
