@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -747,3 +748,58 @@ def test_async_main_signature_is_awaited_in_the_loop(anyio_backend: Backend) -> 
 
     assert run(main, registry, backend=anyio_backend) == 0
     assert seen == [anyio_backend]
+
+
+# --- failures while running ------------------------------------------------------
+
+
+@pytest.mark.parametrize("concurrency", [1, None])
+def test_a_task_group_crash_stops_the_worker_with_status_1(
+    anyio_backend: Backend, concurrency: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash inside a resource's task group stops everything in reverse: 1."""
+    registry = Registry()
+    events: list[str] = []
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        events.append("stop db")
+
+    @registry.resource
+    async def consumer(db: str) -> AsyncIterator[str]:
+        async def poll() -> None:
+            await anyio.lowlevel.checkpoint()
+            raise ConnectionError("the queue went away")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                yield "consumer"
+        finally:
+            events.append("stop consumer")
+
+    async def main(resources: ResourceMap) -> None:
+        await anyio.sleep_forever()
+
+    with caplog.at_level(logging.INFO, logger="lifespan_kit"):
+        status = run(main, registry, backend=anyio_backend, concurrency=concurrency)
+    assert status == 1
+    assert events == ["stop consumer", "stop db"]
+    assert "Stopping: resource 'consumer' failed while running." in caplog.text
+    assert "ConnectionError: the queue went away" in caplog.text
+
+
+def test_a_teardown_that_blocks_the_loop_sets_status_1(anyio_backend: Backend) -> None:
+    """A teardown that blocks the event loop past its stop_timeout is a failure."""
+    registry = Registry()
+
+    @registry.resource(stop_timeout=0.01)
+    def blocking() -> Iterator[str]:
+        yield "value"
+        time.sleep(0.05)
+
+    async def main() -> None:
+        pass
+
+    assert run(main, registry, backend=anyio_backend) == 1
