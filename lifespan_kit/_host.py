@@ -123,9 +123,14 @@ class Host:
         or when the scope was cancelled (`is_cancelled`). Otherwise the scope
         stays shared.
         """
-        if self.holds_nothing(scope) and not is_cancelled:
+        innermost = self._innermost
+        if innermost is None:
+            # Found once the task has entered a scope (anyio keeps no state before).
+            innermost = self._innermost = self._find_innermost()
+        if innermost() is scope and not is_cancelled:
             return False
-        self.forget(scope)
+        if scope is self._shared:
+            self._shared = None
         return True
 
     def forget(self, scope: Scope) -> None:

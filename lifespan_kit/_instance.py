@@ -81,7 +81,6 @@ class Instance:
         "_grace",
         "_host",
         "_is_cancelled_early",
-        "_scope",
         "_stopping",
         "_teardown",
         "began",
@@ -91,6 +90,7 @@ class Instance:
         "monitor",
         "resource",
         "runtime_failure",
+        "scope",
         "start_duration",
         "start_timeout",
         "stop_timeout",
@@ -117,7 +117,7 @@ class Instance:
         self.began = 0.0
         self.start_duration: float | None = None
         # The scope of the start in progress, then the scope the resource owns.
-        self._scope: Scope | None = None
+        self.scope: Scope | None = None
         # The task that started the resource, until its teardown begins.
         self._host: Host | None = None
         self._teardown: Teardown | None = None
@@ -150,13 +150,13 @@ class Instance:
     @property
     def holds_scope(self) -> bool:
         """True while the started resource holds a cancel scope or task group open."""
-        return self._scope is not None
+        return self.scope is not None
 
     def abort(self) -> None:
         """Cancel the start in progress (or the one about to begin)."""
         self.is_aborted = True
-        if self._scope is not None and self.start_duration is None:
-            self._scope.cancel()
+        if self.scope is not None and self.start_duration is None:
+            self.scope.cancel()
 
     def start_at_once(
         self, args: list[object], kwargs: dict[str, object], host: Host
@@ -190,7 +190,7 @@ class Instance:
                 raise
         self.busy = 0.0
         self.began = time.perf_counter()
-        scope = self._scope = host.open_scope()
+        scope = self.scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
         timeout = self.start_timeout
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
@@ -214,7 +214,7 @@ class Instance:
         else:
             self.busy = time.perf_counter() - self.began
             return Later(self._finish_first_step(step, signal, host, scope, deadline))
-        return self._settle_start(host, scope, value, deadline, suspended=False)
+        return self._settle_start(host, scope, value, deadline, False)
 
     async def _start_later(
         self,
@@ -254,7 +254,7 @@ class Instance:
         # Only a start that suspended can have been cancelled (by its deadline
         # or by `abort()`).
         disarm(scope)
-        result = self._settle_start(host, scope, value, deadline, suspended=True)
+        result = self._settle_start(host, scope, value, deadline, True)
         if type(result) is Later:
             return await cast("Later[object]", result).step
         return result
@@ -265,7 +265,6 @@ class Instance:
         scope: Scope,
         value: object,
         deadline: float,
-        *,
         suspended: bool,
     ) -> object:
         """Record a start that returned; return its value, or a Later to undo it.
@@ -280,7 +279,7 @@ class Instance:
         if suspended and scope.cancel_called:
             return self._swallowed(host, scope, elapsed)
         if not host.keeps(scope, False):
-            self._scope = None
+            self.scope = None
         if (
             deadline != math.inf
             and host.current_time() > deadline
@@ -307,10 +306,10 @@ class Instance:
             # Leave the spent scope: the undo runs in a fresh one, with its
             # whole stop_timeout.
             scope.__exit__(None, None, None)
-            self._scope = None
+            self.scope = None
         else:
             # What the resource holds inside was cancelled with it.
-            self._scope = scope
+            self.scope = scope
             self._is_cancelled_early = True
         return Later(self._undo_overrun(elapsed, swallowed=True))
 
@@ -399,7 +398,7 @@ class Instance:
         Returns:
             The error (None: re-raise) and the exception it stands for.
         """
-        self._scope = self._agen = None
+        self.scope = self._agen = None
         try:
             swallowed = scope.__exit__(type(exc), exc, exc.__traceback__)
         except BaseException as remaining:
@@ -580,10 +579,10 @@ class Instance:
         host = self._host
         if host is None:
             return None
-        scope = self._scope
+        scope = self.scope
         teardown = self._teardown
         agen = self._agen
-        self._host = self._scope = self._teardown = self._agen = None
+        self._host = self.scope = self._teardown = self._agen = None
         owned = scope is not None
         if scope is None:
             scope = host.open_scope()

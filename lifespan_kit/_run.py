@@ -281,7 +281,7 @@ class Run:
             started.append(position)
             chain.append(position)
             position += 1
-            if position == count or self._is_failing or instance.holds_scope:
+            if position == count or self._is_failing or instance.scope is not None:
                 self._next = position
                 self._running = 0
                 self._ensure_helper()
@@ -363,7 +363,16 @@ class Run:
                 # Not a failure (KeyboardInterrupt, SystemExit): stop the rest.
                 self._escaped = exc
                 error = None
-            self._on_stopped(position, error)
+            if error is None and self._is_sequential and self._to_stop > 1:
+                # The common case, inline: release the one started before.
+                self._to_stop -= 1
+                self._next_to_stop -= 1
+                following = self._started[self._next_to_stop]
+                released[following] = True
+                if following in self._waiters:
+                    self._waiters.pop(following).set()
+            else:
+                self._on_stopped(position, error)
         host.close()
 
     async def _wait(self, event: anyio.Event, instance: Instance, host: Host) -> None:
