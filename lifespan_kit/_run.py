@@ -120,9 +120,14 @@ class Run:
         self._spawn = spawner_for(backend)
         self._forgive = forgiver_for(backend)
         self._limit = limit
-        self._is_sequential = limit == 1
-        self._waiting = [len(deps) for deps in plan.dependencies]
-        self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
+        self._is_sequential = is_sequential = limit == 1
+        # What the concurrent mode tracks; the sequential one follows the plan.
+        self._waiting: list[int] = (
+            [] if is_sequential else [len(deps) for deps in plan.dependencies]
+        )
+        self._runnable: list[int] = (
+            [] if is_sequential else [p for p, n in enumerate(self._waiting) if n == 0]
+        )
         # The sequential mode's next position to start.
         self._next = 0
         self._running = 0
@@ -413,10 +418,6 @@ class Run:
                 await self._all_stopped.wait()
             return self._stop_errors
         self._is_stopping = True
-        remaining = self._remaining = [0] * len(self.instances)
-        for position in self._started:
-            for dependency in self.plan.dependencies[position]:
-                remaining[dependency] += 1
         self._to_stop = len(self._started)
         if self._to_stop == 0:
             self._all_stopped.set()
@@ -426,6 +427,10 @@ class Run:
             self._next_to_stop = len(self._started) - 1
             self._release(self._started[self._next_to_stop])
         else:
+            remaining = self._remaining = [0] * len(self.instances)
+            for position in self._started:
+                for dependency in self.plan.dependencies[position]:
+                    remaining[dependency] += 1
             for position in self._started:
                 if remaining[position] == 0:
                     self._is_released[position] = True
