@@ -317,8 +317,11 @@ class Registry:
         """Register a factory, or a plain value, under `name`.
 
         A callable is a factory (see [resource][lifespan_kit.Registry.resource]);
-        anything else is registered as the value itself. To register a
-        callable as a value, wrap it: ``registry.add("hook", lambda: hook)``.
+        anything else, and any `unittest.mock` object (``Mock``, ``MagicMock``,
+        ``AsyncMock``...), is registered as the value itself. To register
+        another callable as a value, wrap it: ``registry.add("hook", lambda:
+        hook)``; to use a mock as a factory, wrap it the same way:
+        ``lambda: factory_mock()``.
 
         Args:
             name: The resource's name.
@@ -495,8 +498,9 @@ class Registry:
         """Return a copy in which each named resource is replaced.
 
         Each replacement is a factory or a plain value, as in
-        [add][lifespan_kit.Registry.add]. Dependencies that only the replaced
-        factories needed are no longer started.
+        [add][lifespan_kit.Registry.add]: a `unittest.mock` object such as
+        ``Mock(spec_set=Database)`` is the value itself. Dependencies that only
+        the replaced factories needed are no longer started.
 
         Raises:
             UnknownResourceError: When a name is not registered (a typo would

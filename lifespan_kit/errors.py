@@ -131,7 +131,7 @@ Example:
 """
 
 LifespanNotRunCause = Literal[
-    "mounted", "no-state", "not-entered", "no-lifespan", "other-bundle"
+    "mounted", "no-state", "not-entered", "no-lifespan", "other-bundle", "stopped"
 ]
 """Why a request found no resources: see `LifespanNotRunError.cause`.
 
@@ -438,6 +438,7 @@ class InvalidOptionError(DefinitionError, ValueError):
     Attributes:
         option: The option's name.
         problem: Why it was rejected.
+        remedy: What to pass instead, when more can be said than "a valid value".
 
     Example:
         ```python
@@ -450,10 +451,18 @@ class InvalidOptionError(DefinitionError, ValueError):
 
     code: ClassVar[ErrorCode] = "invalid-option"
 
-    def __init__(self, resource_name: str | None, *, option: str, problem: str) -> None:
+    def __init__(
+        self,
+        resource_name: str | None,
+        *,
+        option: str,
+        problem: str,
+        remedy: str | None = None,
+    ) -> None:
         super().__init__(resource_name)
         self.option: str = option
         self.problem: str = problem
+        self.remedy: str | None = remedy
 
     def summary(self) -> str:  # noqa: D102
         where = (
@@ -467,7 +476,7 @@ class InvalidOptionError(DefinitionError, ValueError):
         return [("problem", self.problem)]
 
     def fix(self) -> str:  # noqa: D102
-        return f"pass a valid value for '{self.option}'."
+        return self.remedy or f"pass a valid value for '{self.option}'."
 
 
 class InvalidBundleError(DefinitionError, TypeError):
@@ -1062,8 +1071,10 @@ class LifespanNotRunError(NotRunningError):
             another app, and only the outermost app's lifespan runs),
             "no-state" (the server or test client ran no lifespan at all),
             "not-entered" (the app's lifespan is lifespan_kit's but did not run),
-            "no-lifespan" (the app was not given lifespan_kit's lifespan) or
-            "other-bundle" (the lifespan that ran yields another bundle class).
+            "no-lifespan" (the app was not given lifespan_kit's lifespan),
+            "other-bundle" (no lifespan that ran yields that bundle class) or
+            "stopped" (the lifespan ran, and has stopped: its resources are
+            closed).
         app: The class name of the app that served the request.
         expected: The bundle class asked for, if one was.
         found: The bundle class the running lifespan yields ("other-bundle").
@@ -1106,6 +1117,11 @@ class LifespanNotRunError(NotRunningError):
                 f"Cannot {self.action}: the lifespan that ran for this request "
                 f"yields {self.found}, not {self.expected}."
             )
+        if self.cause == "stopped":
+            return (
+                f"Cannot {self.action}: the lifespan of the app that served this "
+                f"request ({self.app}) has stopped; its resources are closed."
+            )
         return (
             f"Cannot {self.action}: lifespan_kit's lifespan did not run for the "
             f"app that served this request ({self.app})."
@@ -1141,8 +1157,12 @@ _NOT_RUN_CAUSES: Final[dict[LifespanNotRunCause, str]] = {
         "the app was created without `lifespan=lifespan_kit.starlette.lifespan(...)`."
     ),
     "other-bundle": (
-        "the resources come from the lifespan of the outermost app (a mounted "
-        "app's own lifespan never runs), which was created with another bundle."
+        "the resources come from the lifespans of the outermost app (a mounted "
+        "app's own lifespan never runs), and none was created with that bundle."
+    ),
+    "stopped": (
+        "the server or test client shut the app's lifespan down, and then sent "
+        "this request (a TestClient used after its `with` block)."
     ),
 }
 
@@ -1163,6 +1183,10 @@ _NOT_RUN_FIXES: Final[dict[LifespanNotRunCause, str]] = {
     "no-lifespan": (
         "pass `lifespan=lifespan_kit.starlette.lifespan(registry, Resources)` to "
         "the app."
+    ),
+    "stopped": (
+        "send requests while the lifespan runs: inside `with TestClient(app) as "
+        "client:`, or enter the test client again for a new run."
     ),
 }
 

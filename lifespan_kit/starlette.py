@@ -18,9 +18,30 @@ Added in 0.1.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+import inspect
+import os
+import signal
+import sys
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+    suppress,
+)
+from types import TracebackType
 from typing import Final, Generic, Literal, TypeVar, cast, final, overload
+
+import anyio
 
 try:
     from starlette.requests import HTTPConnection, Request
@@ -37,13 +58,20 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
 from lifespan_kit._bundle import Bundle, ResourceMap
 from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._registry import Registry
-from lifespan_kit._report import Listener
+from lifespan_kit._report import Listener, logger
 from lifespan_kit._resource import Resource
 from lifespan_kit._types import ValueT
-from lifespan_kit.errors import LifespanNotRunCause, LifespanNotRunError
+from lifespan_kit.errors import (
+    InvalidOptionError,
+    LifespanKitError,
+    LifespanNotRunCause,
+    LifespanNotRunError,
+    UnknownResourceError,
+)
 
 __all__ = [
     "AppLifespan",
+    "FailurePolicy",
     "InnerLifespan",
     "health_routes",
     "lifespan",
@@ -56,11 +84,22 @@ ResultT = TypeVar("ResultT", bound="Bundle | ResourceMap")
 AppT = TypeVar("AppT")
 AppT_contra = TypeVar("AppT_contra", contravariant=True)
 
+_InnerState = Mapping[str, object] | None
+
 InnerLifespan = Callable[
-    [AppT, ResultT], AbstractAsyncContextManager[Mapping[str, object] | None]
+    [AppT, ResultT],
+    AbstractAsyncContextManager[_InnerState]
+    | AsyncIterator[_InnerState]
+    | AbstractContextManager[_InnerState]
+    | Iterator[_InnerState],
 ]
 """Your own lifespan, run inside lifespan_kit's: it receives the app and the bundle.
 
+It takes every shape Starlette takes for ``lifespan=``, with the bundle as a
+second argument: a function decorated with ``@asynccontextmanager`` (or any
+callable returning an async context manager), an async generator function, a
+generator function, or a function returning a sync context manager (sync
+shapes run on the event loop: keep them quick).
 What it yields (a mapping or None) is added to the lifespan state, as a plain
 Starlette lifespan's would be.
 
@@ -77,15 +116,41 @@ Example:
     ```
 """
 
+FailurePolicy = Literal["stop", "degrade"]
+"""What a running app does when one of its resources fails at runtime.
+
+Either way the failure is logged at once, and ``/readyz`` and ``/livez``
+answer 503 naming the resource. With "stop" (the default), the app then asks
+the server to shut down gracefully, as SIGTERM does: requests in flight
+finish, the resources stop in reverse, and the server exits with a failure
+status. With "degrade", it keeps serving until the server is stopped (by an
+orchestrator that reads ``/livez``, for instance).
+
+Example:
+    ```python
+    app = FastAPI(lifespan=lifespan(registry, Resources, on_failure="degrade"))
+    ```
+"""
+
 _STATE_KEY: Final = "lifespan_kit"
-_AppPhase = Literal["running", "draining"]
+_FAILURE_POLICIES: Final = ("stop", "degrade")
+_AppPhase = Literal["running", "draining", "stopped"]
+_InnerFactory = Callable[[object, object], AbstractAsyncContextManager[_InnerState]]
 
 
 @final
 class _AppState:
     """What one run of the lifespan puts into the ASGI lifespan state."""
 
-    __slots__ = ("lifespan", "phase", "result", "values")
+    __slots__ = (
+        "failure",
+        "is_closed",
+        "key",
+        "lifespan",
+        "phase",
+        "result",
+        "values",
+    )
 
     def __init__(
         self, lifespan: Lifespan[Bundle | ResourceMap], result: Bundle | ResourceMap
@@ -94,6 +159,12 @@ class _AppState:
         self.result = result
         self.values = lifespan.resources
         self.phase: _AppPhase = "running"
+        # Set when the resources begin to stop: requests no longer get them.
+        self.is_closed = False
+        self.failure: LifespanKitError | None = None
+        # Each run also sits under a key of its own, so that merging the states
+        # of several lifespans (FastAPI's router lifespans) keeps every one.
+        self.key = f"{_STATE_KEY}:{id(self):x}"
 
 
 @final
@@ -101,9 +172,10 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
     """A Starlette lifespan that starts a registry's resources for an app.
 
     Get one from [lifespan][lifespan_kit.starlette.lifespan] and pass it as
-    ``Starlette(lifespan=...)`` or ``FastAPI(lifespan=...)``. Each time an app
-    runs it, a new [Lifespan][lifespan_kit.Lifespan] starts the resources, so
-    one object may serve several apps, or several test clients, at once.
+    ``Starlette(lifespan=...)``, ``FastAPI(lifespan=...)`` or
+    ``APIRouter(lifespan=...)``. Each time an app runs it, a new
+    [Lifespan][lifespan_kit.Lifespan] starts the resources, so one object may
+    serve several apps, or several test clients, at once.
 
     Example:
         ```python
@@ -120,9 +192,17 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
         open_lifespan: Callable[[], Lifespan[ResultT]],
         *,
         inner: InnerLifespan[AppT_contra, ResultT] | None,
+        on_failure: FailurePolicy = "stop",
     ) -> None:
+        if on_failure not in _FAILURE_POLICIES:
+            raise InvalidOptionError(
+                None,
+                option="on_failure",
+                problem=f"it must be 'stop' or 'degrade', not {on_failure!r}",
+            )
         self._open_lifespan = open_lifespan
-        self._inner = inner
+        self._inner = None if inner is None else _inner_factory(inner)
+        self._on_failure: FailurePolicy = on_failure
         # Opening validates the graph now, when the app is created.
         self._resource_names = open_lifespan().resource_names
 
@@ -130,6 +210,11 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
     def resource_names(self) -> tuple[str, ...]:
         """The resources each run starts, in sequential start order."""
         return self._resource_names
+
+    @property
+    def on_failure(self) -> FailurePolicy:
+        """What a run does when a resource fails at runtime: "stop" or "degrade"."""
+        return self._on_failure
 
     def __call__(
         self, app: AppT_contra, /
@@ -142,19 +227,233 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
         self, app: AppT_contra
     ) -> AsyncGenerator[Mapping[str, object], None]:
         lifespan = self._open_lifespan()
-        async with lifespan as result:
-            state = _AppState(lifespan, result)
-            inner = (
-                nullcontext(None) if self._inner is None else self._inner(app, result)
-            )
-            async with inner as inner_state:
+        state: _AppState | None = None
+        try:
+            async with lifespan as result:
+                state = _AppState(lifespan, result)
                 try:
-                    yield {**(inner_state or {}), _STATE_KEY: state}
+                    async with (
+                        self._watching(state),
+                        self._enter_inner(app, result) as inner_state,
+                    ):
+                        try:
+                            yield {
+                                **(inner_state or {}),
+                                _STATE_KEY: state,
+                                state.key: state,
+                            }
+                        finally:
+                            state.phase = "draining"
                 finally:
-                    state.phase = "draining"
+                    state.is_closed = True
+        finally:
+            if state is not None:
+                state.phase = "stopped"
+
+    @asynccontextmanager
+    async def _watching(self, state: _AppState) -> AsyncIterator[None]:
+        """Watch for runtime failures while the app runs."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, state)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    def _enter_inner(
+        self, app: AppT_contra, result: ResultT
+    ) -> AbstractAsyncContextManager[_InnerState]:
+        if self._inner is None:
+            return nullcontext(None)
+        return self._inner(app, result)
+
+    async def _watch(self, state: _AppState) -> None:
+        """Wait for a runtime failure; report it, and apply the failure policy."""
+        error: LifespanKitError = await state.lifespan.wait_failed()
+        state.failure = error
+        name = error.resource_name
+        if self._on_failure == "degrade":
+            logger.error(
+                "Resource '%s' failed while the app was running; on_failure="
+                "'degrade': the app keeps serving, and /readyz and /livez answer "
+                "503 until the server is stopped.",
+                name,
+                extra=_extra(name, "degraded"),
+            )
+            return
+        how = _ask_server_to_stop()
+        if how is None:
+            logger.error(
+                "Resource '%s' failed while the app was running, and no process "
+                "here stops the server on SIGTERM; the app keeps serving, and "
+                "/readyz and /livez answer 503 until the server is stopped.",
+                name,
+                extra=_extra(name, "degraded"),
+            )
+        else:
+            logger.error(
+                "Resource '%s' failed while the app was running; stopping the "
+                "server gracefully (%s).",
+                name,
+                how,
+                extra=_extra(name, "stopping_app"),
+            )
 
     def __repr__(self) -> str:
-        return f"<AppLifespan resources={list(self._resource_names)!r}>"
+        return (
+            f"<AppLifespan resources={list(self._resource_names)!r} "
+            f"on_failure={self._on_failure!r}>"
+        )
+
+
+def _extra(resource_name: str | None, event: str) -> dict[str, object]:
+    return {"lifespan_kit_resource": resource_name, "lifespan_kit_event": event}
+
+
+def _ask_server_to_stop() -> str | None:
+    """Send SIGTERM where the server shuts down gracefully; say where, or None.
+
+    The ASGI lifespan protocol has no message to ask a server to stop, so this
+    does what an orchestrator does. Under uvicorn, granian, and hypercorn run
+    with ``--workers 0``, this process handles SIGTERM itself. A hypercorn
+    worker leaves SIGTERM at its default (it would die without a teardown): its
+    supervisor, the multiprocessing parent, is told instead, and stops it.
+    """
+    if sys.platform == "win32":  # pragma: no cover  # no SIGTERM handlers there
+        return None
+    if callable(signal.getsignal(signal.SIGTERM)):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return f"sent SIGTERM to this process, {os.getpid()}"
+    import multiprocessing  # loaded only on a failure
+
+    parent = multiprocessing.parent_process()
+    # Only the live parent that spawned this worker: never whatever adopted it.
+    if parent is not None and parent.pid == os.getppid():
+        os.kill(os.getppid(), signal.SIGTERM)
+        return f"sent SIGTERM to the worker's supervisor, process {os.getppid()}"
+    return None
+
+
+# --- the user's own lifespan ----------------------------------------------------
+
+
+def _inner_factory(inner: object) -> _InnerFactory:
+    """Return `inner` as a factory of async context managers, or reject it now.
+
+    Raises:
+        InvalidOptionError: When `inner` cannot be a lifespan, saying what to pass.
+    """
+    if not callable(inner):
+        raise _invalid_inner(kind="not-callable", found=_kind(inner))
+    _check_parameters(inner)
+    if inspect.isasyncgenfunction(inner):
+        return cast("_InnerFactory", asynccontextmanager(inner))
+    if inspect.isgeneratorfunction(inner):
+        return _lifted(contextmanager(inner))
+    if inspect.iscoroutinefunction(inner):
+        raise _invalid_inner(kind="coroutine")
+    if inspect.isclass(inner):
+        if hasattr(inner, "__aenter__"):
+            return cast("_InnerFactory", inner)
+        if hasattr(inner, "__enter__"):
+            return _lifted(
+                cast("Callable[..., AbstractContextManager[_InnerState]]", inner)
+            )
+        raise _invalid_inner(kind="class")
+    return _checked(cast("Callable[..., object]", inner))
+
+
+def _check_parameters(inner: object) -> None:
+    try:
+        signature = inspect.signature(cast("Callable[..., object]", inner))
+    except (TypeError, ValueError):  # builtins without a signature: unchecked
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise _invalid_inner(kind="parameters", found=str(signature)) from None
+
+
+def _lifted(
+    factory: Callable[..., AbstractContextManager[_InnerState]],
+) -> _InnerFactory:
+    def create(app: object, result: object) -> AbstractAsyncContextManager[_InnerState]:
+        return _SyncContext(factory(app, result))
+
+    return create
+
+
+def _checked(factory: Callable[..., object]) -> _InnerFactory:
+    """Wrap a callable whose result's kind is known only once it is called."""
+
+    def create(app: object, result: object) -> AbstractAsyncContextManager[_InnerState]:
+        cm = factory(app, result)
+        if isinstance(cm, AbstractAsyncContextManager):
+            return cast("AbstractAsyncContextManager[_InnerState]", cm)
+        if isinstance(cm, AbstractContextManager):
+            return _SyncContext(cast("AbstractContextManager[_InnerState]", cm))
+        raise _invalid_inner(kind="result", found=_kind(cm))
+
+    return create
+
+
+@final
+class _SyncContext(AbstractAsyncContextManager[_InnerState]):
+    """A sync context manager, run on the event loop as Starlette runs one."""
+
+    def __init__(self, cm: AbstractContextManager[_InnerState]) -> None:
+        self._cm = cm
+
+    async def __aenter__(self) -> _InnerState:
+        return self._cm.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return self._cm.__exit__(exc_type, exc, tb)
+
+
+_InnerProblem = Literal["not-callable", "coroutine", "class", "parameters", "result"]
+
+_INNER_PROBLEMS: Final[dict[_InnerProblem, tuple[str, str]]] = {
+    "not-callable": (
+        "it is {found}, not a function",
+        "pass the function itself (`inner=warm_up`), not the result of a call.",
+    ),
+    "coroutine": (
+        "it is an async function, which returns a coroutine, not a context manager",
+        "make it an async generator that yields once (optionally decorated with "
+        "@asynccontextmanager); the code after the yield runs at shutdown.",
+    ),
+    "class": (
+        "it is a class that is not a context manager",
+        "give the class __aenter__ and __aexit__, or pass a function decorated "
+        "with @asynccontextmanager.",
+    ),
+    "parameters": (
+        "it takes {found}, not the two arguments it is called with",
+        "take the app and the bundle: `async def warm_up(app, resources)`.",
+    ),
+    "result": (
+        "calling it returned {found}, not a context manager",
+        "return an async context manager, or decorate the function with "
+        "@asynccontextmanager.",
+    ),
+}
+
+
+def _invalid_inner(*, kind: _InnerProblem, found: str = "") -> InvalidOptionError:
+    problem, remedy = _INNER_PROBLEMS[kind]
+    return InvalidOptionError(
+        None, option="inner", problem=problem.format(found=found), remedy=remedy
+    )
+
+
+def _kind(value: object) -> str:
+    return f"an instance of {type(value).__qualname__}"
 
 
 @overload
@@ -166,6 +465,7 @@ def lifespan(
     inner: None = None,
     concurrency: int | None = None,
     listeners: Sequence[Listener] = (),
+    on_failure: FailurePolicy = "stop",
 ) -> AppLifespan[BundleT, object]: ...
 @overload
 def lifespan(
@@ -176,6 +476,7 @@ def lifespan(
     inner: InnerLifespan[AppT, BundleT],
     concurrency: int | None = None,
     listeners: Sequence[Listener] = (),
+    on_failure: FailurePolicy = "stop",
 ) -> AppLifespan[BundleT, AppT]: ...
 @overload
 def lifespan(
@@ -186,6 +487,7 @@ def lifespan(
     inner: None = None,
     concurrency: int | None = None,
     listeners: Sequence[Listener] = (),
+    on_failure: FailurePolicy = "stop",
 ) -> AppLifespan[ResourceMap, object]: ...
 @overload
 def lifespan(
@@ -196,6 +498,7 @@ def lifespan(
     inner: InnerLifespan[AppT, ResourceMap],
     concurrency: int | None = None,
     listeners: Sequence[Listener] = (),
+    on_failure: FailurePolicy = "stop",
 ) -> AppLifespan[ResourceMap, AppT]: ...
 def lifespan(
     registry: Registry,
@@ -207,13 +510,17 @@ def lifespan(
     | None = None,
     concurrency: int | None = None,
     listeners: Sequence[Listener] = (),
+    on_failure: FailurePolicy = "stop",
 ) -> AppLifespan[BundleT, AppT] | AppLifespan[ResourceMap, AppT]:
     """Return a lifespan for ``Starlette(lifespan=...)`` or ``FastAPI(lifespan=...)``.
 
-    The graph is validated now, so a bad declaration fails when the app is
-    created. When the server starts the app, the resources start; if one fails,
-    the server is told the startup failed (with the error's text) and exits
-    without serving. When the server stops, the resources stop in reverse.
+    The graph and `inner` are checked now, so a bad declaration fails when the
+    app is created. When the server starts the app, the resources start; if one
+    fails, the server is told the startup failed (with the error's text) and
+    exits without serving. When the server stops, the resources stop in reverse.
+    When a resource fails while the app runs (a background task raises), the
+    failure is logged, the health routes answer 503, and `on_failure` decides
+    what happens next.
 
     Args:
         registry: The resources' [Registry][lifespan_kit.Registry].
@@ -221,9 +528,14 @@ def lifespan(
             resource starts and requests see a
             [ResourceMap][lifespan_kit.ResourceMap].
         inner: Your own lifespan, entered after the resources started and exited
-            before they stop; it receives the app and the bundle.
+            before they stop; it receives the app and the bundle. Any shape
+            Starlette takes for ``lifespan=`` (see
+            [InnerLifespan][lifespan_kit.starlette.InnerLifespan]).
         concurrency: How many resources may start at once; None for no limit.
         listeners: Extra event listeners for this lifespan only.
+        on_failure: "stop" (the default) asks the server to shut down
+            gracefully when a resource fails at runtime; "degrade" keeps
+            serving (see [FailurePolicy][lifespan_kit.starlette.FailurePolicy]).
 
     Returns:
         The [AppLifespan][lifespan_kit.starlette.AppLifespan].
@@ -231,7 +543,10 @@ def lifespan(
     Raises:
         GraphError: Listing every missing dependency, cycle and unknown name.
         InvalidBundleError: When `bundle` is not a Bundle subclass.
-        InvalidOptionError: When `concurrency` is not a positive int.
+        InvalidOptionError: When `concurrency` is not a positive int, when
+            `on_failure` is not a policy, or when `inner` cannot be a lifespan
+            (not callable, an ``async def`` that does not yield, or taking
+            other than two arguments).
 
     Example:
         ```python
@@ -252,7 +567,7 @@ def lifespan(
 
         # The overloads pair a missing bundle with an inner taking a ResourceMap.
         map_inner = cast("InnerLifespan[AppT, ResourceMap] | None", inner)
-        return AppLifespan(open_map, inner=map_inner)
+        return AppLifespan(open_map, inner=map_inner, on_failure=on_failure)
 
     bundle_class = bundle
 
@@ -263,7 +578,7 @@ def lifespan(
 
     # The overloads pair a bundle class with an inner taking that bundle.
     bundle_inner = cast("InnerLifespan[AppT, BundleT] | None", inner)
-    return AppLifespan(open_bundle, inner=bundle_inner)
+    return AppLifespan(open_bundle, inner=bundle_inner, on_failure=on_failure)
 
 
 # --- reading resources in a request -------------------------------------------
@@ -299,9 +614,13 @@ def resources(
 
     Added in 0.1.
     """
-    result = _app_state(connection, "read the resources", bundle).result
+    state = _app_state(connection, "read the resources", bundle)
+    result = state.result
     if bundle is None or isinstance(result, bundle):
         return result
+    for other in _other_states(connection.scope, state):
+        if isinstance(other.result, bundle):
+            return other.result
     raise LifespanNotRunError(
         action="read the resources",
         cause="other-bundle",
@@ -342,18 +661,49 @@ def resource(connection: HTTPConnection, key: Resource[ValueT] | str, /) -> obje
 
     Added in 0.1.
     """
-    return _app_state(connection, "read a resource", None).values[key]
+    state = _app_state(connection, "read a resource", None)
+    try:
+        return state.values[key]
+    except UnknownResourceError:
+        for other in _other_states(connection.scope, state):
+            with suppress(UnknownResourceError):
+                return other.values[key]
+        raise
 
 
 def _app_state(
     connection: HTTPConnection, action: str, bundle: type[Bundle] | None
 ) -> _AppState:
+    """Return the state of the app's (first) lifespan, while it is running."""
     scope = connection.scope
     try:
         state: _AppState = scope["state"][_STATE_KEY]
     except KeyError:
         raise _not_run_error(scope, action, bundle) from None
+    if state.is_closed:
+        raise LifespanNotRunError(
+            action=action,
+            cause="stopped",
+            app=type(scope.get("app")).__name__,
+            expected=None if bundle is None else bundle.__name__,
+        )
     return state
+
+
+def _other_states(scope: Scope, first: _AppState) -> Iterator[_AppState]:
+    """The other lifespan_kit lifespans that run for this app, still running."""
+    for value in scope["state"].values():
+        if type(value) is _AppState and value is not first and not value.is_closed:
+            yield value
+
+
+def _all_states(scope: Scope) -> list[_AppState]:
+    """Every lifespan_kit lifespan that ran for this app, each once."""
+    states: dict[int, _AppState] = {}
+    for value in scope.get("state", {}).values():
+        if type(value) is _AppState:
+            states[id(value)] = value
+    return list(states.values())
 
 
 def _not_run_error(
@@ -391,15 +741,19 @@ def health_routes(
     """Return a readiness route and a liveness route for probes and load balancers.
 
     Readiness (``GET /readyz``) runs every health check declared on the
-    started resources and answers 200 with a JSON report when all pass; it
-    answers 503 while the lifespan has not started, while it is draining
-    (shutting down) and when a check fails. The JSON body always has a
-    ``status`` ("ready", "starting", "draining" or "unhealthy") and
-    ``resources``, each resource's outcome by name.
+    started resources, of every lifespan_kit lifespan the app runs, and
+    answers 200 with a JSON report when all pass. It answers 503 when a check
+    fails, when a resource failed at runtime, while the lifespan has not
+    started and once it is shutting down. The JSON body always has a
+    ``status`` ("ready", "unhealthy", "failed", "starting", "draining" or
+    "stopped") and ``resources``, each checked resource's outcome by name;
+    after a runtime failure, ``failed`` maps the failed resource to its error.
 
-    Liveness (``GET /livez``) answers 200 as long as the process serves
-    requests, whatever the resources' health: restarting a process does not
-    heal its database. Its body says the lifespan's phase.
+    Liveness (``GET /livez``) answers 200 as long as no resource failed at
+    runtime, whatever the health checks say: restarting a process does not
+    heal its database. After a runtime failure it answers 503 with the same
+    ``failed`` map, so that an orchestrator restarts the process. Its body
+    also says the lifespan's phase.
 
     Args:
         ready_path: The readiness route's path.
@@ -424,30 +778,51 @@ def health_routes(
 _NO_STORE: Final = {"cache-control": "no-store"}
 
 
+def _respond(body: dict[str, object], *, is_ok: bool) -> Response:
+    return JSONResponse(body, status_code=200 if is_ok else 503, headers=_NO_STORE)
+
+
 async def _readiness(request: Request) -> Response:
-    try:
-        state = _app_state(request, "check readiness", None)
-    except LifespanNotRunError as exc:
-        body: dict[str, object] = {
-            "status": "starting",
-            "resources": {},
-            "detail": exc.summary(),
-        }
-        return JSONResponse(body, status_code=503, headers=_NO_STORE)
-    if state.phase != "running":
-        body = {"status": state.phase, "resources": {}}
-        return JSONResponse(body, status_code=503, headers=_NO_STORE)
-    report = await state.lifespan.health()
-    body = {
-        "status": "ready" if report.is_healthy else "unhealthy",
-        "resources": report.model_dump(mode="json")["resources"],
-    }
-    code = 200 if report.is_healthy else 503
-    return JSONResponse(body, status_code=code, headers=_NO_STORE)
+    states = _all_states(request.scope)
+    if not states:
+        error = _not_run_error(request.scope, "check readiness", None)
+        body = {"status": "starting", "resources": {}, "detail": error.summary()}
+        return _respond(body, is_ok=False)
+    failed = _failures(states)
+    if failed:
+        return _respond(
+            {"status": "failed", "resources": {}, "failed": failed}, is_ok=False
+        )
+    for state in states:
+        if state.phase != "running":
+            return _respond({"status": state.phase, "resources": {}}, is_ok=False)
+    checked: dict[str, object] = {}
+    is_healthy = True
+    for state in states:
+        report = await state.lifespan.health()
+        is_healthy = is_healthy and report.is_healthy
+        checked.update(report.model_dump(mode="json")["resources"])
+    status = "ready" if is_healthy else "unhealthy"
+    return _respond({"status": status, "resources": checked}, is_ok=is_healthy)
 
 
 async def _liveness(request: Request) -> Response:
-    state: _AppState | None = request.scope.get("state", {}).get(_STATE_KEY)
-    phase = "starting" if state is None else state.phase
-    body = {"status": "alive", "lifespan": phase}
-    return JSONResponse(body, headers=_NO_STORE)
+    states = _all_states(request.scope)
+    phase = "starting" if not states else states[0].phase
+    failed = _failures(states)
+    if failed:
+        return _respond(
+            {"status": "failed", "lifespan": phase, "failed": failed}, is_ok=False
+        )
+    return _respond({"status": "alive", "lifespan": phase}, is_ok=True)
+
+
+def _failures(states: list[_AppState]) -> dict[str, str]:
+    """Each resource that failed at runtime, with its error's summary and cause."""
+    failed: dict[str, str] = {}
+    for state in states:
+        error = state.failure
+        if error is not None:
+            lines = [error.summary(), *(f"{k}: {v}" for k, v in error.details())]
+            failed[str(error.resource_name)] = " ".join(lines)
+    return failed
