@@ -343,6 +343,9 @@ def _inner_factory(inner: object) -> _InnerFactory:
     Raises:
         InvalidOptionError: When `inner` cannot be a lifespan, saying what to pass.
     """
+    if not inspect.isclass(inner) and hasattr(inner, "__aenter__"):
+        # What a lifespan function returns (also callable, as a decorator).
+        raise _invalid_inner(kind="instance", found=_kind(inner))
     if not callable(inner):
         raise _invalid_inner(kind="not-callable", found=_kind(inner))
     _check_parameters(inner)
@@ -416,9 +419,15 @@ class _SyncContext(AbstractAsyncContextManager[_InnerState]):
         return self._cm.__exit__(exc_type, exc, tb)
 
 
-_InnerProblem = Literal["not-callable", "coroutine", "class", "parameters", "result"]
+_InnerProblem = Literal[
+    "instance", "not-callable", "coroutine", "class", "parameters", "result"
+]
 
 _INNER_PROBLEMS: Final[dict[_InnerProblem, tuple[str, str]]] = {
+    "instance": (
+        "it is {found}, a context manager, not a function that returns one",
+        "pass the function itself (`inner=warm_up`), not the result of a call.",
+    ),
     "not-callable": (
         "it is {found}, not a function",
         "pass the function itself (`inner=warm_up`), not the result of a call.",

@@ -284,7 +284,9 @@ def test_app_lifespan_lists_its_resources() -> None:
     registry, _ = greeter_registry(Recorder())
     app_lifespan = lifespan(registry, Resources)
     assert app_lifespan.resource_names == ("settings", "greeter")
-    assert repr(app_lifespan) == "<AppLifespan resources=['settings', 'greeter']>"
+    assert repr(app_lifespan) == (
+        "<AppLifespan resources=['settings', 'greeter'] on_failure='stop'>"
+    )
 
 
 # --- reading resources ----------------------------------------------------------
