@@ -251,7 +251,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 state.phase = "stopped"
 
     @asynccontextmanager
-    async def _watching(self, state: _AppState) -> AsyncIterator[None]:
+    async def _watching(self, state: _AppState) -> AsyncGenerator[None, None]:
         """Watch for runtime failures while the app runs."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch, state)
@@ -343,7 +343,9 @@ def _inner_factory(inner: object) -> _InnerFactory:
     Raises:
         InvalidOptionError: When `inner` cannot be a lifespan, saying what to pass.
     """
-    if not inspect.isclass(inner) and hasattr(inner, "__aenter__"):
+    if inspect.isclass(inner):
+        return _class_factory(inner)
+    if hasattr(inner, "__aenter__"):
         # What a lifespan function returns (also callable, as a decorator).
         raise _invalid_inner(kind="instance", found=_kind(inner))
     if not callable(inner):
@@ -355,15 +357,16 @@ def _inner_factory(inner: object) -> _InnerFactory:
         return _lifted(contextmanager(inner))
     if inspect.iscoroutinefunction(inner):
         raise _invalid_inner(kind="coroutine")
-    if inspect.isclass(inner):
-        if hasattr(inner, "__aenter__"):
-            return cast("_InnerFactory", inner)
-        if hasattr(inner, "__enter__"):
-            return _lifted(
-                cast("Callable[..., AbstractContextManager[_InnerState]]", inner)
-            )
-        raise _invalid_inner(kind="class")
-    return _checked(cast("Callable[..., object]", inner))
+    return _checked(inner)
+
+
+def _class_factory(cls: type[object]) -> _InnerFactory:
+    _check_parameters(cls)
+    if hasattr(cls, "__aenter__"):
+        return cast("_InnerFactory", cls)
+    if hasattr(cls, "__enter__"):
+        return _lifted(cast("Callable[..., AbstractContextManager[_InnerState]]", cls))
+    raise _invalid_inner(kind="class")
 
 
 def _check_parameters(inner: object) -> None:
@@ -787,7 +790,7 @@ def health_routes(
 _NO_STORE: Final = {"cache-control": "no-store"}
 
 
-def _respond(body: dict[str, object], *, is_ok: bool) -> Response:
+def _respond(body: Mapping[str, object], *, is_ok: bool) -> Response:
     return JSONResponse(body, status_code=200 if is_ok else 503, headers=_NO_STORE)
 
 
@@ -795,7 +798,11 @@ async def _readiness(request: Request) -> Response:
     states = _all_states(request.scope)
     if not states:
         error = _not_run_error(request.scope, "check readiness", None)
-        body = {"status": "starting", "resources": {}, "detail": error.summary()}
+        body: dict[str, object] = {
+            "status": "starting",
+            "resources": {},
+            "detail": error.summary(),
+        }
         return _respond(body, is_ok=False)
     failed = _failures(states)
     if failed:

@@ -358,7 +358,7 @@ def test_inner_lifespan_of_a_wrong_shape_is_rejected_at_creation(
     """lifespan(..., inner=...) rejects what cannot be a lifespan, saying what to do."""
     registry = app_registry(Recorder())
     with pytest.raises(InvalidOptionError, match="Option 'inner'") as info:
-        lifespan(registry, AppResources, inner=inner)  # type: ignore[arg-type]
+        lifespan(registry, AppResources, inner=inner)  # type: ignore[call-overload]
     assert info.value.code == "invalid-option"
     assert info.value.option == "inner"
     assert problem in info.value.problem

@@ -280,7 +280,7 @@ def test_unknown_failure_policy_is_rejected() -> None:
     """on_failure takes "stop" or "degrade", nothing else, when the app is built."""
     registry = crashing_registry(Recorder(), Crash())
     with pytest.raises(InvalidOptionError, match="Option 'on_failure'") as info:
-        lifespan(registry, Resources, on_failure="restart")  # type: ignore[arg-type]
+        lifespan(registry, Resources, on_failure="restart")  # type: ignore[call-overload]
     assert info.value.code == "invalid-option"
     assert info.value.resource_name is None
     assert "it must be 'stop' or 'degrade', not 'restart'" in str(info.value)
