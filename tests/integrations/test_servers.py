@@ -48,8 +48,9 @@ class Kind:
 
 # uvicorn re-raises the signal it handled, so SIGTERM ends it by SIGTERM (143
 # in a shell) and SIGINT as a KeyboardInterrupt it catches (0). hypercorn's
-# supervisor exits 0 whatever its worker did. granian's supervisor exits 1 when
-# its worker exits on its own, before it was told to.
+# supervisor exits 0 whatever its worker did; with --workers 0 there is no
+# supervisor, and a failure ends hypercorn with status 1. granian's supervisor
+# exits 1 when its worker exits on its own, before it was told to.
 SERVERS = [
     pytest.param(
         Kind(
@@ -90,6 +91,18 @@ SERVERS = [
     ),
     pytest.param(
         Kind(
+            ("hypercorn", APP, "--workers", "0"),
+            "Running on http://",
+            bind_option,
+            after_sigterm=0,
+            after_sigint=0,
+            after_startup_failure=1,
+            after_runtime_failure=1,
+        ),
+        id="hypercorn-workers-0",
+    ),
+    pytest.param(
+        Kind(
             ("granian", "--interface", "asgi", APP, "--host", "127.0.0.1"),
             "Started worker-1",
             port_option,
@@ -127,24 +140,15 @@ class InFlight:
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-@pytest.mark.parametrize(
-    "sig",
-    [
-        pytest.param(signal.SIGTERM, id="SIGTERM"),
-        pytest.param(signal.SIGINT, id="SIGINT"),
-    ],
-)
-def test_serves_then_drains_and_stops_in_reverse_on_a_signal(
-    kind: Kind, sig: signal.Signals
-) -> None:
-    """Handlers get the bundle; on a signal, the request in flight ends first."""
+def test_serves_then_drains_and_stops_in_reverse_on_sigterm(kind: Kind) -> None:
+    """Handlers get the bundle; on SIGTERM, the request in flight ends first."""
     with kind.serve() as server:
         server.wait_until_serving()
         home = httpx.get(f"{server.url}/", timeout=10)
         ready = httpx.get(f"{server.url}/readyz", timeout=10)
         in_flight = InFlight(f"{server.url}/slow")
         server.wait_for_line("slow request begins")
-        status = server.stop(sig)
+        status = server.stop(signal.SIGTERM)
         slow = in_flight.result()
     assert home.json() == {"db": "db", "cache": "cache"}
     assert (ready.status_code, ready.json()["status"]) == (200, "ready")
@@ -154,8 +158,19 @@ def test_serves_then_drains_and_stops_in_reverse_on_a_signal(
         *("slow request begins", "slow request ends"),
         *STOPPED,
     ], server.output
-    expected = kind.after_sigterm if sig == signal.SIGTERM else kind.after_sigint
-    assert status == expected, server.output
+    assert status == kind.after_sigterm, server.output
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_sigint_stops_in_reverse(kind: Kind) -> None:
+    """SIGINT (Ctrl+C) stops the resources in reverse too."""
+    with kind.serve() as server:
+        server.wait_until_serving()
+        home = httpx.get(f"{server.url}/", timeout=10)
+        status = server.stop(signal.SIGINT)
+    assert home.status_code == 200
+    assert events(server) == [*STARTED, *STOPPED], server.output
+    assert status == kind.after_sigint, server.output
 
 
 @pytest.mark.parametrize("kind", SERVERS)
