@@ -103,13 +103,12 @@ def bundle(
 
     Example:
         ```python
-        router = APIRouter(lifespan=lifespan(search_registry, SearchResources))
-        Search = Annotated[SearchResources, Depends(bundle(SearchResources))]
+        Res = Annotated[Resources, Depends(lifespan_kit.fastapi.bundle(Resources))]
 
 
-        @router.get("/search")
-        async def search(q: str, res: Search) -> list[str]:
-            return await res.index.query(q)
+        @app.get("/notes")
+        async def list_notes(res: Res) -> list[str]:  # from the lifespan of Resources
+            return await res.db.fetch_notes()
         ```
 
     Added in 0.1.
