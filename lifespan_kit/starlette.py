@@ -152,12 +152,11 @@ class _AppState:
         "values",
     )
 
-    def __init__(
-        self, lifespan: Lifespan[Bundle | ResourceMap], result: Bundle | ResourceMap
-    ) -> None:
+    result: Bundle | ResourceMap
+    values: ResourceMap
+
+    def __init__(self, lifespan: Lifespan[Bundle | ResourceMap]) -> None:
         self.lifespan = lifespan
-        self.result = result
-        self.values = lifespan.resources
         self.phase: _AppPhase = "running"
         # Set when the resources begin to stop: requests no longer get them.
         self.is_closed = False
@@ -165,6 +164,11 @@ class _AppState:
         # Each run also sits under a key of its own, so that merging the states
         # of several lifespans (FastAPI's router lifespans) keeps every one.
         self.key = f"{_STATE_KEY}:{id(self):x}"
+
+    def start(self, result: Bundle | ResourceMap) -> None:
+        """Keep what the lifespan started, for the requests."""
+        self.result = result
+        self.values = self.lifespan.resources
 
 
 @final
@@ -227,10 +231,10 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
         self, app: AppT_contra
     ) -> AsyncGenerator[Mapping[str, object], None]:
         lifespan = self._open_lifespan()
-        state: _AppState | None = None
+        state = _AppState(lifespan)
         try:
             async with lifespan as result:
-                state = _AppState(lifespan, result)
+                state.start(result)
                 try:
                     async with (
                         self._watching(state),
@@ -247,8 +251,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 finally:
                     state.is_closed = True
         finally:
-            if state is not None:
-                state.phase = "stopped"
+            state.phase = "stopped"
 
     @asynccontextmanager
     async def _watching(self, state: _AppState) -> AsyncGenerator[None, None]:

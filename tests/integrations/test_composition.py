@@ -286,24 +286,24 @@ async def test_inner_lifespan_takes_every_shape_starlette_takes(shape: str) -> N
         return PlainTextResponse(str(request.state.motd))
 
     app = Starlette(
-        routes=[Route("/", motd)],
+        routes=[Route("/", motd), *health_routes()],
         lifespan=lifespan(app_registry(recorder), AppResources, inner=inner),
     )
     async with open_client(app) as client:
         response = await client.get("/")
+        ready = await client.get("/readyz")  # beside the inner lifespan's state
         log.events.append("request")
     assert response.text == "hi"
+    assert ready.json() == {"status": "ready", "resources": {}}
     assert log.events == ["start db", "request", "stop"]
     assert recorder.events == ["start db", "stop db"]
 
 
 class NotAContextManager:
-    def __init__(self, app: object, res: object) -> None:
-        pass
+    def __init__(self, app: object, res: object) -> None: ...
 
 
-async def warm_up_coroutine(app: object, res: object) -> None:
-    pass
+async def warm_up_coroutine(app: object, res: object) -> None: ...
 
 
 @asynccontextmanager
@@ -325,6 +325,12 @@ async def starlette_style(app: object) -> AsyncIterator[None]:
             "it is an instance of str, not a function",
             "pass the function itself",
             id="not-callable",
+        ),
+        pytest.param(
+            zip,
+            "it is a class that is not a context manager",
+            "give the class __aenter__ and __aexit__",
+            id="builtin-class-without-signature",
         ),
         pytest.param(
             warm_up_coroutine,

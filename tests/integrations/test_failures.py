@@ -14,6 +14,7 @@ from typing import Literal
 import anyio
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -216,7 +217,7 @@ async def test_failure_is_logged_when_it_happens_then_the_policy(
     with pytest.raises(LifespanFailedError):
         await crash_while_serving(app, crash, policy_log, served, until="degraded")
     record = served.record
-    assert record is not None
+    assert record is await policy_log.wait_for("degraded")  # logged once
     assert served.events.index("failed") < served.events.index("degraded")
     assert record.levelno == logging.ERROR
     assert getattr(record, "lifespan_kit_resource", None) == "worker"
@@ -470,3 +471,21 @@ async def test_resources_are_refused_once_their_teardown_began() -> None:
                     await c.get("/")
                 may_stop.set()
     assert ready.json() == {"status": "draining", "resources": {}}
+
+
+async def test_asgi_lifespan_manager_serves_then_refuses_after_shutdown() -> None:
+    """Driven by asgi-lifespan's LifespanManager, requests get the bundle, then not."""
+    registry = greeting_registry(Recorder())
+
+    async def handler(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(resources(request, DbOnly).db)
+
+    app = Starlette(routes=[Route("/", handler)], lifespan=lifespan(registry, DbOnly))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            served = await c.get("/")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        with pytest.raises(LifespanNotRunError, match="has stopped"):
+            await c.get("/")
+    assert served.text == "db"
