@@ -16,7 +16,7 @@ pytest_plugins = ["pytester"]
 class Database:
     """The real resource's type, which the mocks stand for."""
 
-    async def fetch(self) -> str: ...
+    url = "postgresql://db.internal/app"
 
 
 class Resources(Bundle):
