@@ -18,10 +18,6 @@ Added in 0.1.
 
 from __future__ import annotations
 
-import inspect
-import os
-import signal
-import sys
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -34,11 +30,9 @@ from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
     asynccontextmanager,
-    contextmanager,
     nullcontext,
     suppress,
 )
-from types import TracebackType
 from typing import Final, Generic, Literal, TypeVar, cast, final, overload
 
 import anyio
@@ -55,7 +49,9 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     )
     raise ImportError(_MESSAGE) from _missing
 
+from lifespan_kit import _server
 from lifespan_kit._bundle import Bundle, ResourceMap
+from lifespan_kit._inner import InnerFactory, InnerState, inner_factory
 from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import Listener, logger
@@ -84,14 +80,12 @@ ResultT = TypeVar("ResultT", bound="Bundle | ResourceMap")
 AppT = TypeVar("AppT")
 AppT_contra = TypeVar("AppT_contra", contravariant=True)
 
-_InnerState = Mapping[str, object] | None
-
 InnerLifespan = Callable[
     [AppT, ResultT],
-    AbstractAsyncContextManager[_InnerState]
-    | AsyncIterator[_InnerState]
-    | AbstractContextManager[_InnerState]
-    | Iterator[_InnerState],
+    AbstractAsyncContextManager[InnerState]
+    | AsyncIterator[InnerState]
+    | AbstractContextManager[InnerState]
+    | Iterator[InnerState],
 ]
 """Your own lifespan, run inside lifespan_kit's: it receives the app and the bundle.
 
@@ -135,7 +129,6 @@ Example:
 _STATE_KEY: Final = "lifespan_kit"
 _FAILURE_POLICIES: Final = ("stop", "degrade")
 _AppPhase = Literal["running", "draining", "stopped"]
-_InnerFactory = Callable[[object, object], AbstractAsyncContextManager[_InnerState]]
 
 
 @final
@@ -205,7 +198,9 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 problem=f"it must be 'stop' or 'degrade', not {on_failure!r}",
             )
         self._open_lifespan = open_lifespan
-        self._inner = None if inner is None else _inner_factory(inner)
+        self._inner: InnerFactory | None = (
+            None if inner is None else inner_factory(inner)
+        )
         self._on_failure: FailurePolicy = on_failure
         # Opening validates the graph now, when the app is created.
         self._resource_names = open_lifespan().resource_names
@@ -265,7 +260,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
 
     def _enter_inner(
         self, app: AppT_contra, result: ResultT
-    ) -> AbstractAsyncContextManager[_InnerState]:
+    ) -> AbstractAsyncContextManager[InnerState]:
         if self._inner is None:
             return nullcontext(None)
         return self._inner(app, result)
@@ -284,7 +279,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 extra=_extra(name, "degraded"),
             )
             return
-        how = _ask_server_to_stop()
+        how = _server.ask_server_to_stop()
         if how is None:
             logger.error(
                 "Resource '%s' failed while the app was running, and no process "
@@ -311,164 +306,6 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
 
 def _extra(resource_name: str | None, event: str) -> dict[str, object]:
     return {"lifespan_kit_resource": resource_name, "lifespan_kit_event": event}
-
-
-def _ask_server_to_stop() -> str | None:
-    """Send SIGTERM where the server shuts down gracefully; say where, or None.
-
-    The ASGI lifespan protocol has no message to ask a server to stop, so this
-    does what an orchestrator does. Under uvicorn, granian, and hypercorn run
-    with ``--workers 0``, this process handles SIGTERM itself. A hypercorn
-    worker leaves SIGTERM at its default (it would die without a teardown): its
-    supervisor, the multiprocessing parent, is told instead, and stops it.
-    """
-    if sys.platform == "win32":  # pragma: no cover  # no SIGTERM handlers there
-        return None
-    if callable(signal.getsignal(signal.SIGTERM)):
-        os.kill(os.getpid(), signal.SIGTERM)
-        return f"sent SIGTERM to this process, {os.getpid()}"
-    import multiprocessing  # loaded only on a failure
-
-    parent = multiprocessing.parent_process()
-    # Only the live parent that spawned this worker: never whatever adopted it.
-    if parent is not None and parent.pid == os.getppid():
-        os.kill(os.getppid(), signal.SIGTERM)
-        return f"sent SIGTERM to the worker's supervisor, process {os.getppid()}"
-    return None
-
-
-# --- the user's own lifespan ----------------------------------------------------
-
-
-def _inner_factory(inner: object) -> _InnerFactory:
-    """Return `inner` as a factory of async context managers, or reject it now.
-
-    Raises:
-        InvalidOptionError: When `inner` cannot be a lifespan, saying what to pass.
-    """
-    if inspect.isclass(inner):
-        return _class_factory(inner)
-    if hasattr(inner, "__aenter__"):
-        # What a lifespan function returns (also callable, as a decorator).
-        raise _invalid_inner(kind="instance", found=_kind(inner))
-    if not callable(inner):
-        raise _invalid_inner(kind="not-callable", found=_kind(inner))
-    _check_parameters(inner)
-    if inspect.isasyncgenfunction(inner):
-        return cast("_InnerFactory", asynccontextmanager(inner))
-    if inspect.isgeneratorfunction(inner):
-        return _lifted(contextmanager(inner))
-    if inspect.iscoroutinefunction(inner):
-        raise _invalid_inner(kind="coroutine")
-    return _checked(inner)
-
-
-def _class_factory(cls: type[object]) -> _InnerFactory:
-    _check_parameters(cls)
-    if hasattr(cls, "__aenter__"):
-        return cast("_InnerFactory", cls)
-    if hasattr(cls, "__enter__"):
-        return _lifted(cast("Callable[..., AbstractContextManager[_InnerState]]", cls))
-    raise _invalid_inner(kind="class")
-
-
-def _check_parameters(inner: object) -> None:
-    try:
-        signature = inspect.signature(cast("Callable[..., object]", inner))
-    except (TypeError, ValueError):  # builtins without a signature: unchecked
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
-        raise _invalid_inner(kind="parameters", found=str(signature)) from None
-
-
-def _lifted(
-    factory: Callable[..., AbstractContextManager[_InnerState]],
-) -> _InnerFactory:
-    def create(app: object, result: object) -> AbstractAsyncContextManager[_InnerState]:
-        return _SyncContext(factory(app, result))
-
-    return create
-
-
-def _checked(factory: Callable[..., object]) -> _InnerFactory:
-    """Wrap a callable whose result's kind is known only once it is called."""
-
-    def create(app: object, result: object) -> AbstractAsyncContextManager[_InnerState]:
-        cm = factory(app, result)
-        if isinstance(cm, AbstractAsyncContextManager):
-            return cast("AbstractAsyncContextManager[_InnerState]", cm)
-        if isinstance(cm, AbstractContextManager):
-            return _SyncContext(cast("AbstractContextManager[_InnerState]", cm))
-        raise _invalid_inner(kind="result", found=_kind(cm))
-
-    return create
-
-
-@final
-class _SyncContext(AbstractAsyncContextManager[_InnerState]):
-    """A sync context manager, run on the event loop as Starlette runs one."""
-
-    def __init__(self, cm: AbstractContextManager[_InnerState]) -> None:
-        self._cm = cm
-
-    async def __aenter__(self) -> _InnerState:
-        return self._cm.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        return self._cm.__exit__(exc_type, exc, tb)
-
-
-_InnerProblem = Literal[
-    "instance", "not-callable", "coroutine", "class", "parameters", "result"
-]
-
-_INNER_PROBLEMS: Final[dict[_InnerProblem, tuple[str, str]]] = {
-    "instance": (
-        "it is {found}, a context manager, not a function that returns one",
-        "pass the function itself (`inner=warm_up`), not the result of a call.",
-    ),
-    "not-callable": (
-        "it is {found}, not a function",
-        "pass the function itself (`inner=warm_up`), not the result of a call.",
-    ),
-    "coroutine": (
-        "it is an async function, which returns a coroutine, not a context manager",
-        "make it an async generator that yields once (optionally decorated with "
-        "@asynccontextmanager); the code after the yield runs at shutdown.",
-    ),
-    "class": (
-        "it is a class that is not a context manager",
-        "give the class __aenter__ and __aexit__, or pass a function decorated "
-        "with @asynccontextmanager.",
-    ),
-    "parameters": (
-        "it takes {found}, not the two arguments it is called with",
-        "take the app and the bundle: `async def warm_up(app, resources)`.",
-    ),
-    "result": (
-        "calling it returned {found}, not a context manager",
-        "return an async context manager, or decorate the function with "
-        "@asynccontextmanager.",
-    ),
-}
-
-
-def _invalid_inner(*, kind: _InnerProblem, found: str = "") -> InvalidOptionError:
-    problem, remedy = _INNER_PROBLEMS[kind]
-    return InvalidOptionError(
-        None, option="inner", problem=problem.format(found=found), remedy=remedy
-    )
-
-
-def _kind(value: object) -> str:
-    return f"an instance of {type(value).__qualname__}"
 
 
 @overload

@@ -21,8 +21,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-import lifespan_kit.starlette
-from lifespan_kit import Bundle, Registry
+from lifespan_kit import (
+    Bundle,
+    Registry,
+    _server,  # the unit that sends the signal
+)
 from lifespan_kit.errors import InvalidOptionError, LifespanNotRunError
 from lifespan_kit.starlette import (
     FailurePolicy,
@@ -117,7 +120,7 @@ def policy_log() -> Iterator[PolicyLog]:
 
 
 class StopRequests:
-    """Stands in for `_ask_server_to_stop`: records calls, answers as told."""
+    """Stands in for `ask_server_to_stop`: records calls, answers as told."""
 
     def __init__(self, answer: str | None) -> None:
         self.answer = answer
@@ -174,9 +177,7 @@ async def test_runtime_failure_turns_both_probes_503_naming_the_resource(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After a background task fails, /readyz and /livez answer 503 and name it."""
-    monkeypatch.setattr(
-        lifespan_kit.starlette, "_ask_server_to_stop", StopRequests(None)
-    )
+    monkeypatch.setattr(_server, "ask_server_to_stop", StopRequests(None))
     crash = Crash()
     app = crashing_app(Recorder(), crash, on_failure=on_failure)
     served = Served()
@@ -229,7 +230,7 @@ async def test_stop_policy_asks_the_server_to_stop(
 ) -> None:
     """With on_failure="stop", the app asks the server to stop, and logs how."""
     stop = StopRequests("sent SIGTERM to this process, 42")
-    monkeypatch.setattr(lifespan_kit.starlette, "_ask_server_to_stop", stop)
+    monkeypatch.setattr(_server, "ask_server_to_stop", stop)
     crash = Crash()
     app = crashing_app(Recorder(), crash, on_failure="stop")
     served = Served()
@@ -247,9 +248,7 @@ async def test_stop_policy_without_a_server_to_stop_stays_up(
     policy_log: PolicyLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When no process stops the server on SIGTERM, the app says so and stays up."""
-    monkeypatch.setattr(
-        lifespan_kit.starlette, "_ask_server_to_stop", StopRequests(None)
-    )
+    monkeypatch.setattr(_server, "ask_server_to_stop", StopRequests(None))
     crash = Crash()
     app = crashing_app(Recorder(), crash, on_failure="stop")
     served = Served()
@@ -263,9 +262,7 @@ async def test_failure_is_raised_again_as_the_lifespan_ends_after_teardown(
     monkeypatch: pytest.MonkeyPatch, policy_log: PolicyLog
 ) -> None:
     """Leaving stops the resources, then reports the failure to the server."""
-    monkeypatch.setattr(
-        lifespan_kit.starlette, "_ask_server_to_stop", StopRequests(None)
-    )
+    monkeypatch.setattr(_server, "ask_server_to_stop", StopRequests(None))
     recorder, crash = Recorder(), Crash()
     app = crashing_app(recorder, crash, on_failure="stop")
     with pytest.raises(LifespanFailedError) as info:
@@ -320,7 +317,7 @@ def test_sigterm_goes_to_this_process_when_it_handles_sigterm() -> None:
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        how = lifespan_kit.starlette._ask_server_to_stop()
+        how = _server.ask_server_to_stop()
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert received == [signal.SIGTERM]
@@ -351,7 +348,7 @@ def test_sigterm_goes_to_the_supervisor_of_a_worker_that_ignores_it(
     monkeypatch.setattr(os, "kill", kills)
     found = {"spawner": FakeParent(os.getppid()), "adopter": FakeParent(1), None: None}
     monkeypatch.setattr(multiprocessing, "parent_process", lambda: found[parent])
-    how = lifespan_kit.starlette._ask_server_to_stop()
+    how = _server.ask_server_to_stop()
     if expected:
         assert kills.sent == [(os.getppid(), signal.SIGTERM)]
         assert how == f"sent SIGTERM to the worker's supervisor, process {os.getppid()}"

@@ -226,7 +226,7 @@ async def test_served_app_prints_its_events_in_process(
 ) -> None:
     """The app served above prints each start and stop, and fails on request."""
     monkeypatch.setattr(served_app, "SLOW_REQUEST", 0)
-    monkeypatch.setattr("lifespan_kit.starlette._ask_server_to_stop", lambda: None)
+    monkeypatch.setattr("lifespan_kit._server.ask_server_to_stop", lambda: None)
     responses: list[httpx.Response] = []
 
     async def serve() -> None:
