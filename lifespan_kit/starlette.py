@@ -11,7 +11,10 @@ async def home(request: Request) -> Response:
 
 The started resources travel in the ASGI lifespan state, the dictionary the
 server copies into every request's scope: nothing is global, so several apps in
-one process (or one app under several test clients) each have their own.
+one process (or one app under several test clients) each have their own, and an
+app may run several lifespans (FastAPI's router lifespans). A resource that
+fails while the app runs turns the health routes to 503 and, by default, stops
+the server gracefully.
 
 Added in 0.1.
 """

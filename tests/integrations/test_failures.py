@@ -72,12 +72,18 @@ async def home(request: Request) -> PlainTextResponse:
 
 
 def crashing_app(
-    recorder: Recorder, crash: Crash, *, on_failure: FailurePolicy
+    recorder: Recorder,
+    crash: Crash,
+    *,
+    on_failure: FailurePolicy,
+    concurrency: int | None = None,
 ) -> Starlette:
     registry = crashing_registry(recorder, crash)
     return Starlette(
         routes=[Route("/", home), *health_routes()],
-        lifespan=lifespan(registry, Resources, on_failure=on_failure),
+        lifespan=lifespan(
+            registry, Resources, on_failure=on_failure, concurrency=concurrency
+        ),
     )
 
 
@@ -173,13 +179,16 @@ async def crash_while_serving(
 @pytest.mark.parametrize("on_failure", ["stop", "degrade"])
 async def test_runtime_failure_turns_both_probes_503_naming_the_resource(
     on_failure: FailurePolicy,
+    concurrency: int | None,
     policy_log: PolicyLog,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After a background task fails, /readyz and /livez answer 503 and name it."""
     monkeypatch.setattr(_server, "ask_server_to_stop", StopRequests(None))
     crash = Crash()
-    app = crashing_app(Recorder(), crash, on_failure=on_failure)
+    app = crashing_app(
+        Recorder(), crash, on_failure=on_failure, concurrency=concurrency
+    )
     served = Served()
     with pytest.raises(LifespanFailedError, match="Background task 'worker' failed"):
         await crash_while_serving(
@@ -259,12 +268,12 @@ async def test_stop_policy_without_a_server_to_stop_stays_up(
 
 
 async def test_failure_is_raised_again_as_the_lifespan_ends_after_teardown(
-    monkeypatch: pytest.MonkeyPatch, policy_log: PolicyLog
+    monkeypatch: pytest.MonkeyPatch, policy_log: PolicyLog, concurrency: int | None
 ) -> None:
     """Leaving stops the resources, then reports the failure to the server."""
     monkeypatch.setattr(_server, "ask_server_to_stop", StopRequests(None))
     recorder, crash = Recorder(), Crash()
-    app = crashing_app(recorder, crash, on_failure="stop")
+    app = crashing_app(recorder, crash, on_failure="stop", concurrency=concurrency)
     with pytest.raises(LifespanFailedError) as info:
         await crash_while_serving(
             app, crash, policy_log, Served(), until="degraded", recorder=recorder
