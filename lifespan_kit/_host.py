@@ -13,15 +13,24 @@ right away, and the next step opens a fresh one.
 
 Deadlines are armed only when a step suspends: a step that finishes without
 yielding to the event loop cannot be cancelled, and one that blocks is caught
-afterwards by its overrun.
+afterwards by its overrun. Each step's own running time is added to a `Meter`,
+so that an overrun is blamed on the resource that blocked the event loop, not
+on one that merely waited while another blocked it.
+
+Host tasks are not children of the task that enters a lifespan: `spawner_for`
+starts them detached (an asyncio task, a trio system task), so a lifespan can
+be entered in one task and exited in another, and the caller's cancellation
+never reaches a resource.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import operator
 import sys
+import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
@@ -56,6 +65,12 @@ class Scope(Protocol):
     ) -> bool: ...
 
 
+class Meter(Protocol):
+    """Where a step's own running time (outside the event loop) is added up."""
+
+    busy: float
+
+
 CreateScope = Callable[[bool], Scope]
 """Create an unentered cancel scope, shielded or not."""
 Innermost = Callable[[], object]
@@ -72,36 +87,34 @@ class Host:
         "_create",
         "_find_innermost",
         "_innermost",
-        "_is_shared_shielded",
         "_shared",
         "current_time",
-        "shielded",
     )
 
-    def __init__(self, backend: type[AsyncBackend], *, shielded: bool) -> None:
+    def __init__(self, backend: type[AsyncBackend]) -> None:
         self._create, self._find_innermost, clock = scopes_for(backend)
         # The event loop's clock, which deadlines follow.
         self.current_time: Callable[[], float] = clock()
         self._innermost: Innermost | None = None
-        self.shielded = shielded
         self._shared: Scope | None = None
-        self._is_shared_shielded = False
 
     def open_scope(self) -> Scope:
         """Return the entered shared scope, entering a new one if there is none."""
         scope = self._shared
         if scope is None:
-            scope = self._shared = self._create(self.shielded)
+            # Shielded: nothing from outside the host task may cancel what
+            # it runs (the event loop's end cancels trio's system tasks).
+            scope = self._shared = self._create(True)
             scope.__enter__()
-            self._is_shared_shielded = self.shielded
         return scope
 
-    def open_shielded_scope(self) -> Scope:
-        """Return the entered shared scope, shielded, for a teardown."""
-        scope = self.open_scope()
-        if not self._is_shared_shielded:
-            scope.shield = self._is_shared_shielded = True
-        return scope
+    def holds_nothing(self, scope: Scope) -> bool:
+        """Tell whether `scope` is the task's innermost: nothing was left open in it."""
+        innermost = self._innermost
+        if innermost is None:
+            # Found once the task has entered a scope (anyio keeps no state before).
+            innermost = self._innermost = self._find_innermost()
+        return innermost() is scope
 
     def keeps(self, scope: Scope, is_cancelled: bool) -> bool:
         """Tell whether a resource just started in `scope` must own it from now on.
@@ -110,11 +123,7 @@ class Host:
         or when the scope was cancelled (`is_cancelled`). Otherwise the scope
         stays shared.
         """
-        innermost = self._innermost
-        if innermost is None:
-            # Found once the task has entered a scope (anyio keeps no state before).
-            innermost = self._innermost = self._find_innermost()
-        if innermost() is scope and not is_cancelled:
+        if self.holds_nothing(scope) and not is_cancelled:
             return False
         self.forget(scope)
         return True
@@ -123,11 +132,6 @@ class Host:
         """Stop sharing `scope`: a resource owns it, or it is being left."""
         if scope is self._shared:
             self._shared = None
-
-    def shield(self) -> None:
-        """Protect the shared scope, and all inside it, from outer cancellation."""
-        if self._shared is not None:
-            self._shared.shield = self._is_shared_shielded = True
 
     def close(self) -> None:
         """Leave the shared scope, if one is open (it must be the innermost)."""
@@ -139,14 +143,23 @@ class Host:
 
 @types.coroutine
 def armed(
-    coro: Coroutine[Any, Any, ResultT], scope: Scope, deadline: float
+    coro: Coroutine[Any, Any, ResultT], scope: Scope, deadline: float, meter: Meter
 ) -> Generator[Any, Any, ResultT]:
-    """Await `coro`; bring `scope`'s deadline forward to `deadline` if it suspends."""
+    """Await `coro`; bring `scope`'s deadline forward to `deadline` if it suspends.
+
+    The time `coro` runs in each of its steps is added to `meter.busy`.
+    """
+    began = time.perf_counter()
     try:
         signal = coro.send(None)
     except StopIteration as done:
+        meter.busy += time.perf_counter() - began
         return done.value  # type: ignore[no-any-return]  # StopIteration.value is Any
-    return (yield from _relay(coro, signal, scope, deadline))
+    except BaseException:
+        meter.busy += time.perf_counter() - began
+        raise
+    meter.busy += time.perf_counter() - began
+    return (yield from _relay(coro, signal, scope, deadline, meter))
 
 
 def _relay(
@@ -154,15 +167,17 @@ def _relay(
     signal: object,
     scope: Scope,
     deadline: float,
+    meter: Meter,
 ) -> Generator[Any, Any, ResultT]:
     """Finish awaiting `coro`, which suspended on `signal`, under `deadline`.
 
     The first step of an awaitable is taken by hand, to learn whether it
     suspends at all; this passes `signal` on to the event loop, then relays
-    between the two until `coro` returns.
+    between the two until `coro` returns, adding each step's time to `meter`.
     """
     if deadline < scope.deadline:
         scope.deadline = deadline
+    clock = time.perf_counter
     while True:
         try:
             sent = yield signal
@@ -170,15 +185,21 @@ def _relay(
             coro.close()
             raise
         except BaseException as exc:
+            began = clock()
             try:
                 signal = coro.throw(exc)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]  # as above
+            finally:
+                meter.busy += clock() - began
         else:
+            began = clock()
             try:
                 signal = coro.send(sent)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]  # as above
+            finally:
+                meter.busy += clock() - began
 
 
 resumed = types.coroutine(_relay)
@@ -192,6 +213,66 @@ def disarm(scope: Scope) -> None:
 
 def _nothing() -> object:
     return None
+
+
+def _keep_cancellation() -> None:
+    return None
+
+
+@functools.cache
+def forgiver_for(backend: type[AsyncBackend]) -> Callable[[], None]:
+    """Return how to withdraw the cancellation the current task just caught.
+
+    A task that catches an asyncio cancellation on purpose, and goes on
+    working, must withdraw it (``Task.uncancel``), or what it runs next sees
+    the task as still being cancelled. trio has nothing to withdraw.
+    """
+    if backend.__module__ != "anyio._backends._asyncio":
+        return _keep_cancellation
+    import asyncio
+
+    def uncancel() -> None:
+        # Task.uncancel is new in Python 3.11; 3.10 counts no cancellations.
+        withdraw = getattr(asyncio.current_task(), "uncancel", None)
+        if withdraw is not None:  # pragma: no branch  # always there on 3.11+
+            withdraw()
+
+    return uncancel
+
+
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]], str], None]
+"""Start a detached task running the coroutine function, under the given name."""
+
+# Detached asyncio tasks are referenced here until they finish, as asyncio asks.
+_detached: set[object] = set()
+
+
+@functools.cache
+def spawner_for(backend: type[AsyncBackend]) -> Spawn:
+    """Return how to start a task that belongs to no task group on `backend`.
+
+    The task inherits the caller's context variables, as with `start_soon`.
+    It must never raise: nothing would receive the exception.
+    """
+    if backend.__module__ == "anyio._backends._trio":
+        import trio
+
+        def spawn_system_task(
+            func: Callable[[], Coroutine[Any, Any, None]], name: str
+        ) -> None:
+            trio.lowlevel.spawn_system_task(
+                func, name=name, context=contextvars.copy_context()
+            )
+
+        return spawn_system_task
+    import asyncio
+
+    def create_task(func: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(func(), name=name)
+        _detached.add(task)
+        task.add_done_callback(_detached.discard)
+
+    return create_task
 
 
 @functools.cache

@@ -7,32 +7,51 @@ running, then the stop deadline with a shield against outer cancellation. A
 resource that holds a scope open inside it owns it until its teardown ends;
 the others share their host task's scope (see `_host`). Start and stop must
 run in the same task.
+
+Events come in pairs whatever happens: "starting" is closed by exactly one
+"started" or "start_failed", "stopping" by exactly one "stopped" or
+"stop_failed".
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
 
 from lifespan_kit._background import BackgroundTask
 from lifespan_kit._host import Host, Scope, armed, disarm, resumed
-from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure
+from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure, logger
 from lifespan_kit._resource import Resource, matches
+from lifespan_kit._sync import (
+    ResourceThread,
+    enter,
+    enter_in_thread,
+    exit_on_loop,
+    is_async,
+    is_async_context,
+)
 from lifespan_kit._types import AsyncContextManagerLike
 from lifespan_kit.errors import (
     DependencyTypeError,
     MultipleYieldError,
     NoYieldError,
+    ResourceFailedError,
     ShutdownError,
+    StartCancelledError,
     StartTimeoutError,
     StartupError,
     StopTimeoutError,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
 
 ResultT = TypeVar("ResultT")
 Teardown = Callable[[], Coroutine[Any, Any, None]]
@@ -59,17 +78,21 @@ class Instance:
         "_agen",
         "_grace",
         "_host",
+        "_is_cancelled_early",
         "_scope",
         "_stopping",
         "_teardown",
         "began",
+        "busy",
         "dependency_path",
         "is_aborted",
         "monitor",
         "resource",
+        "runtime_failure",
         "start_duration",
         "start_timeout",
         "stop_timeout",
+        "undo_error",
         "value",
     )
 
@@ -100,6 +123,14 @@ class Instance:
         self._agen: AsyncGenerator[object, NoReturn] | None = None
         self._grace: float | None = None
         self._stopping: Scope | None = None
+        # Seconds the current start or stop has run itself, not waiting.
+        self.busy = 0.0
+        # The owned scope was cancelled during the start, which swallowed it.
+        self._is_cancelled_early = False
+        # Set when the resource stopped working while running.
+        self.runtime_failure: ResourceFailedError | None = None
+        # The teardown failure of an overrun start that was undone.
+        self.undo_error: ShutdownError | None = None
 
     def reset(self, monitor: Monitor) -> None:
         """Make a stopped (or never started) instance ready to start again."""
@@ -110,17 +141,20 @@ class Instance:
         self.start_duration = None
         self._teardown = None
         self._grace = None
+        self._is_cancelled_early = False
+        self.runtime_failure = None
+        self.undo_error = None
+
+    @property
+    def holds_scope(self) -> bool:
+        """True while the started resource holds a cancel scope or task group open."""
+        return self._scope is not None
 
     def abort(self) -> None:
         """Cancel the start in progress (or the one about to begin)."""
         self.is_aborted = True
         if self._scope is not None and self.start_duration is None:
             self._scope.cancel()
-
-    def shield(self) -> None:
-        """Protect this resource's scope, and all inside it, from outer cancellation."""
-        if self._scope is not None:
-            self._scope.shield = True
 
     def start_at_once(
         self, args: list[object], kwargs: dict[str, object], host: Host
@@ -152,6 +186,7 @@ class Instance:
                         ResourceEvent(resource.name, "start_failed", error=type_error)
                     )
                 raise
+        self.busy = 0.0
         self.began = time.perf_counter()
         scope = self._scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
@@ -175,8 +210,9 @@ class Instance:
         except BaseException as exc:
             self._raise_start_failure(host, scope, exc)
         else:
+            self.busy = time.perf_counter() - self.began
             return Later(self._finish_first_step(step, signal, host, scope, deadline))
-        return self._settle_start(host, scope, value, deadline, False)
+        return self._settle_start(host, scope, value, deadline, suspended=False)
 
     async def _start_later(
         self,
@@ -187,7 +223,7 @@ class Instance:
         deadline: float,
     ) -> object:
         try:
-            value = await armed(self._enter(args, kwargs), scope, deadline)
+            value = await armed(self._enter(args, kwargs), scope, deadline, self)
         except BaseException as exc:
             self._raise_start_failure(host, scope, exc)
         return await self._settle_suspended_start(host, scope, value, deadline)
@@ -203,7 +239,7 @@ class Instance:
         """Finish the async generator's first step, which suspended on `signal`."""
         try:
             try:
-                value = await resumed(step, signal, scope, deadline)
+                value = await resumed(step, signal, scope, deadline, self)
             except StopAsyncIteration:
                 raise self._no_yield() from None
         except BaseException as exc:
@@ -214,9 +250,9 @@ class Instance:
         self, host: Host, scope: Scope, value: object, deadline: float
     ) -> object:
         # Only a start that suspended can have been cancelled (by its deadline
-        # or by `abort()`); the check is not free on trio.
+        # or by `abort()`).
         disarm(scope)
-        result = self._settle_start(host, scope, value, deadline, scope.cancel_called)
+        result = self._settle_start(host, scope, value, deadline, suspended=True)
         if type(result) is Later:
             return await cast("Later[object]", result).step
         return result
@@ -227,18 +263,28 @@ class Instance:
         scope: Scope,
         value: object,
         deadline: float,
-        swallowed: bool,
+        *,
+        suspended: bool,
     ) -> object:
         """Record a start that returned; return its value, or a Later to undo it.
 
-        `swallowed`: the start returned although its scope was cancelled.
+        A start overran when it returned although its scope was cancelled (it
+        swallowed the cancellation), or when it returned past its deadline on
+        the event loop's clock because it blocked the loop itself: a start
+        that waited while something else blocked the loop is not to blame.
         """
         elapsed = time.perf_counter() - self.began
         self._host = host
-        if not host.keeps(scope, swallowed):
+        if suspended and scope.cancel_called:
+            return self._swallowed(host, scope, elapsed)
+        if not host.keeps(scope, False):
             self._scope = None
-        if swallowed or (deadline != math.inf and host.current_time() > deadline):
-            return Later(self._undo_overrun(elapsed, swallowed=swallowed))
+        if (
+            deadline != math.inf
+            and host.current_time() > deadline
+            and (not suspended or elapsed - self.busy <= self.start_timeout)
+        ):
+            return Later(self._undo_overrun(elapsed, swallowed=False))
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
@@ -247,23 +293,52 @@ class Instance:
             )
         return value
 
+    def _swallowed(self, host: Host, scope: Scope, elapsed: float) -> Later[object]:
+        """Undo a start that returned although its deadline (or abort) cancelled it."""
+        holds_nothing = host.holds_nothing(scope)
+        host.forget(scope)
+        if holds_nothing:
+            # Leave the spent scope: the undo runs in a fresh one, with its
+            # whole stop_timeout.
+            scope.__exit__(None, None, None)
+            self._scope = None
+        else:
+            # What the resource holds inside was cancelled with it.
+            self._scope = scope
+            self._is_cancelled_early = True
+        return Later(self._undo_overrun(elapsed, swallowed=True))
+
     async def _undo_overrun(self, elapsed: float, *, swallowed: bool) -> NoReturn:
         """Undo a start that overran, then report it.
 
         It blocked the event loop, or it swallowed the cancellation and returned
-        anyway.
+        anyway. The start is reported failed before its undo begins.
         """
+        error: Exception
+        if swallowed and self.is_aborted:
+            error = StartAborted()
+            reported: Exception = self._cancelled()
+        else:
+            error = reported = StartTimeoutError(
+                self.resource.name,
+                timeout=self.start_timeout,
+                elapsed=elapsed,
+                blocked=not swallowed,
+                dependency_path=self.dependency_path,
+            )
+        if self.monitor.is_active:
+            self.monitor.emit(
+                ResourceEvent(self.resource.name, "start_failed", error=reported)
+            )
         stop_error = await self.stop()
         if stop_error is not None:
             log_stop_failure(stop_error)
-        if swallowed and self.is_aborted:
-            raise StartAborted
-        raise StartTimeoutError(
-            self.resource.name,
-            timeout=self.start_timeout,
-            elapsed=elapsed,
-            blocked=not swallowed,
-            dependency_path=self.dependency_path,
+            self.undo_error = stop_error
+        raise error
+
+    def _cancelled(self) -> StartCancelledError:
+        return StartCancelledError(
+            self.resource.name, dependency_path=self.dependency_path
         )
 
     def _no_yield(self) -> NoYieldError:
@@ -274,42 +349,60 @@ class Instance:
     ) -> NoReturn:
         """Leave the scope and raise the error that `exc` stands for."""
         host.forget(scope)
-        error = self._start_failure(scope, exc, time.perf_counter() - self.began)
+        error, exc = self._start_failure(scope, exc, time.perf_counter() - self.began)
         if error is None:
+            if self.monitor.is_active:
+                self.monitor.emit(
+                    ResourceEvent(
+                        self.resource.name, "start_failed", error=self._cancelled()
+                    )
+                )
             raise exc
         cause = _cause(error, exc)
         # Set the cause before listeners see the error, as `raise from` would.
         error.__cause__ = cause
-        if self.monitor.is_active and not isinstance(error, StartAborted):
+        if self.monitor.is_active:
+            reported = self._cancelled() if type(error) is StartAborted else error
             self.monitor.emit(
-                ResourceEvent(self.resource.name, "start_failed", error=error)
+                ResourceEvent(self.resource.name, "start_failed", error=reported)
             )
         raise error from cause
 
     def _start_failure(
         self, scope: Scope, exc: BaseException, elapsed: float
-    ) -> Exception | None:
-        """Exit the scope and turn `exc` into the error to raise (None: re-raise)."""
+    ) -> tuple[Exception | None, BaseException]:
+        """Exit the scope and turn `exc` into the error to raise.
+
+        Returns:
+            The error (None: re-raise) and the exception it stands for.
+        """
         self._scope = self._agen = None
-        if not scope.__exit__(type(exc), exc, exc.__traceback__):
+        try:
+            swallowed = scope.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as remaining:
+            # trio: a group of which the scope removed its own cancellation.
+            exc, swallowed = remaining, False
+        if not swallowed:
             if (
                 isinstance(exc, NoYieldError)
                 and exc.resource_name == self.resource.name
             ):
-                return exc
-            if isinstance(exc, Exception):
-                return StartupError(
+                return exc, exc
+            if isinstance(exc, Exception | anyio.get_cancelled_exc_class()):
+                # A cancellation that is not this scope's is the factory's own.
+                error = StartupError(
                     self.resource.name, dependency_path=self.dependency_path
                 )
-            return None
+                return error, exc
+            return None, exc
         if self.is_aborted:
-            return StartAborted()
+            return StartAborted(), exc
         return StartTimeoutError(
             self.resource.name,
             timeout=self.start_timeout,
             elapsed=elapsed,
             dependency_path=self.dependency_path,
-        )
+        ), exc
 
     def _check_arguments(self, args: list[object], kwargs: dict[str, object]) -> None:
         checked = self.resource.checked_annotations()
@@ -344,22 +437,49 @@ class Instance:
             await task.start(args, kwargs)
             self._teardown = task.stop
             return None
+        if self.resource.thread:
+            return await self._enter_in_thread(factory, args, kwargs)
         result = factory(*args, **kwargs)
-        # An async context manager comes first: asyncpg's pool, for one, is
-        # also awaitable, but only `async with` closes it again.
-        if hasattr(result, "__aenter__") and hasattr(result, "__aexit__"):
+        if is_async(result):
+            return await self._enter_async(result)
+        value, exit_sync = enter(result, self.resource.name, self.dependency_path)
+        if exit_sync is not None:
+            self._teardown = functools.partial(exit_on_loop, exit_sync)
+        return value
+
+    async def _enter_in_thread(
+        self,
+        factory: Callable[..., object],
+        args: list[object],
+        kwargs: dict[str, object],
+    ) -> object:
+        """Call the factory, and enter its result, in a thread of the resource's own."""
+        thread = ResourceThread(self.resource.name)
+        entered = await thread.start(
+            functools.partial(
+                enter_in_thread,
+                factory,
+                args,
+                kwargs,
+                self.resource.name,
+                self.dependency_path,
+            )
+        )
+        if entered.exit is not None:
+            self._teardown = thread.stop
+        if entered.is_async:
+            return await self._enter_async(entered.value)
+        return entered.value
+
+    async def _enter_async(self, result: object) -> object:
+        """Enter an async context manager or generator; await anything else."""
+        if is_async_context(result):
             return await self._enter_context(
                 cast("AsyncContextManagerLike[object]", result)
             )
         if inspect.isasyncgen(result):
             return await self._enter_async_generator(result)
-        if inspect.isgenerator(result):
-            value = self._first_yield(result)
-            self._teardown = lambda: self._finish_generator(result)
-            return value
-        if inspect.isawaitable(result):
-            return await result
-        return result
+        return await cast("Awaitable[object]", result)
 
     async def _enter_context(self, cm: AsyncContextManagerLike[object]) -> object:
         value = await cm.__aenter__()
@@ -382,14 +502,6 @@ class Instance:
         self._agen = agen
         return value
 
-    def _first_yield(self, gen: Generator[object, NoReturn, object]) -> object:
-        try:
-            return next(gen)
-        except StopIteration:
-            raise NoYieldError(
-                self.resource.name, dependency_path=self.dependency_path
-            ) from None
-
     async def _finish_async_generator(
         self,
         agen: AsyncGenerator[object, NoReturn],
@@ -400,7 +512,7 @@ class Instance:
     ) -> None:
         """Finish the last step of `agen`, which suspended on `signal`."""
         try:
-            await resumed(step, signal, scope, deadline)
+            await resumed(step, signal, scope, deadline, self)
         except StopAsyncIteration:
             return
         await self._close_after_second_yield(agen, scope, deadline)
@@ -408,15 +520,7 @@ class Instance:
     async def _close_after_second_yield(
         self, agen: AsyncGenerator[object, NoReturn], scope: Scope, deadline: float
     ) -> NoReturn:
-        await armed(agen.aclose(), scope, deadline)
-        raise MultipleYieldError(self.resource.name)
-
-    async def _finish_generator(self, gen: Generator[object, NoReturn, object]) -> None:
-        try:
-            next(gen)
-        except StopIteration:
-            return
-        gen.close()
+        await armed(agen.aclose(), scope, deadline, self)
         raise MultipleYieldError(self.resource.name)
 
     def shorten_stop(self, grace: float) -> None:
@@ -459,24 +563,24 @@ class Instance:
         self._host = self._scope = self._teardown = self._agen = None
         owned = scope is not None
         if scope is None:
-            scope = host.open_shielded_scope()
+            scope = host.open_scope()
         else:
             # The shared scope, if open, was entered inside this one.
             host.close()
-            scope.shield = True
         monitor = self.monitor
         if monitor.is_active:
             monitor.emit(ResourceEvent(self.resource.name, "stopping"))
         # A teardown can be shortened from the moment it begins (even by itself).
         self._stopping = scope
+        self.busy = 0.0
         began = time.perf_counter()
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
         rest: Awaitable[None]
         if agen is None:
             if teardown is None:
-                return self._stopped(host, scope, began, owned, False)
-            rest = armed(teardown(), scope, deadline)
+                return self._stopped(host, scope, began, deadline, owned, False)
+            rest = armed(teardown(), scope, deadline, self)
         else:
             # As in `start_at_once`: the last step by hand, awaited only if it
             # suspends.
@@ -484,8 +588,14 @@ class Instance:
             try:
                 signal = step.send(None)
             except StopAsyncIteration:
-                if owned or self._grace is not None or monitor.is_active:
-                    return self._stopped(host, scope, began, owned, False)
+                if (
+                    owned
+                    or self._grace is not None
+                    or monitor.is_active
+                    or self.runtime_failure is not None
+                    or time.perf_counter() - began > timeout
+                ):
+                    return self._stopped(host, scope, began, deadline, owned, False)
                 self._stopping = None
                 return None  # the common case: nothing to leave or report
             except StopIteration:
@@ -493,8 +603,9 @@ class Instance:
             except BaseException as exc:
                 return self._stop_failed(host, scope, exc, began, owned=owned)
             else:
+                self.busy = time.perf_counter() - began
                 rest = self._finish_async_generator(agen, step, signal, scope, deadline)
-        return Later(self._stop_later(rest, host, scope, began, owned=owned))
+        return Later(self._stop_later(rest, host, scope, began, deadline, owned=owned))
 
     async def _stop_later(
         self,
@@ -502,6 +613,7 @@ class Instance:
         host: Host,
         scope: Scope,
         began: float,
+        deadline: float,
         *,
         owned: bool,
     ) -> ShutdownError | None:
@@ -509,17 +621,27 @@ class Instance:
             await rest
         except BaseException as exc:
             return self._stop_failed(host, scope, exc, began, owned=owned)
-        return self._stopped(host, scope, began, owned, True)
+        return self._stopped(host, scope, began, deadline, owned, True)
 
     def _stopped(
-        self, host: Host, scope: Scope, began: float, owned: bool, suspended: bool
+        self,
+        host: Host,
+        scope: Scope,
+        began: float,
+        deadline: float,
+        owned: bool,
+        suspended: bool,
     ) -> ShutdownError | None:
-        """Finish a teardown that returned; report a deadline it swallowed."""
+        """Finish a teardown that returned; report a deadline it swallowed.
+
+        A teardown that ran past its limit without being cancelled blocked the
+        event loop: it is reported as well, if the time was its own.
+        """
         self._stopping = None
         timed_out = False
         if owned:
             scope.__exit__(None, None, None)
-            timed_out = scope.cancel_called
+            timed_out = scope.cancel_called and not self._is_cancelled_early
         elif suspended or self._grace is not None:
             # A shared scope is never cancelled before a teardown begins; only
             # one that waited, or was shortened meanwhile, has a deadline.
@@ -528,15 +650,34 @@ class Instance:
             if timed_out:
                 host.forget(scope)
                 scope.__exit__(None, None, None)
+        elapsed = time.perf_counter() - began
+        limit = self.stop_timeout if self._grace is None else self._grace
+        # The deadline may have been brought forward meanwhile (shorten_stop).
+        deadline = min(deadline, scope.deadline)
         error: ShutdownError | None = None
         if timed_out:
             # It ran past its deadline and swallowed the cancellation.
             error = StopTimeoutError(
                 self.resource.name,
                 timeout=self.stop_timeout,
-                elapsed=time.perf_counter() - began,
+                elapsed=elapsed,
                 shortened_to=self._grace,
             )
+        elif (
+            deadline != math.inf
+            and host.current_time() > deadline
+            and (not suspended or elapsed - self.busy <= limit)
+        ):
+            error = StopTimeoutError(
+                self.resource.name,
+                timeout=self.stop_timeout,
+                elapsed=elapsed,
+                shortened_to=self._grace,
+                blocked=True,
+            )
+        if self.runtime_failure is not None:
+            self._settle_runtime_failure(began, error)
+            return None
         return self._report_stop(began, error)
 
     def _stop_failed(
@@ -547,13 +688,61 @@ class Instance:
         began: float,
         *,
         owned: bool,
-    ) -> ShutdownError:
+    ) -> ShutdownError | None:
         self._stopping = None
         error = self._stop_failure(
             host, scope, exc, time.perf_counter() - began, owned=owned
         )
-        self._report_stop(began, error)
-        return error
+        if self.runtime_failure is not None:
+            self._settle_runtime_failure(began, error)
+            return None
+        return self._report_stop(began, error)
+
+    def fail_at_runtime(self) -> None:
+        """Report that the resource stopped working while the lifespan runs.
+
+        Its task group was cancelled from inside; the exception that did it
+        surfaces when the teardown leaves the task group.
+        """
+        error = ResourceFailedError(
+            self.resource.name, dependency_path=self.dependency_path
+        )
+        self.runtime_failure = error
+        self.monitor.fail(error)
+
+    def _settle_runtime_failure(
+        self, began: float, error: ShutdownError | None
+    ) -> None:
+        """Fold the teardown's outcome into the failure reported while running.
+
+        What the teardown raised is the exception that broke the resource: it
+        becomes the failure's cause, not a second, shutdown failure.
+        """
+        failure = self.runtime_failure
+        assert failure is not None
+        found = None if error is None else error.__cause__
+        if found is not None:
+            cause = _only_exception(found)
+            failure.__cause__ = cause
+            failure.__suppress_context__ = True
+            logger.error(
+                "%s",
+                failure,
+                exc_info=cause,
+                extra={
+                    "lifespan_kit_resource": self.resource.name,
+                    "lifespan_kit_event": "stop_failed",
+                },
+            )
+        if self.monitor.is_active:
+            self.monitor.emit(
+                ResourceEvent(
+                    self.resource.name,
+                    "stop_failed",
+                    duration=time.perf_counter() - began,
+                    error=failure,
+                )
+            )
 
     def _report_stop(
         self, began: float, error: ShutdownError | None
@@ -577,22 +766,36 @@ class Instance:
         elapsed: float,
         *,
         owned: bool,
-    ) -> ShutdownError:
+    ) -> ShutdownError | None:
+        """Leave the scope if needed and turn `exc` into the failure to report.
+
+        Returns None when the teardown was cut by a cancellation the start had
+        swallowed: what the resource held was already cancelled then.
+        """
         timed_out = False
         if owned or scope.cancel_called or not isinstance(exc, Exception):
             # Leave the scope: the resource owned it, or its deadline spent it,
             # or `exc` is about to propagate out of it.
             host.forget(scope)
+            try:
+                swallowed = scope.__exit__(type(exc), exc, exc.__traceback__)
+            except BaseException as remaining:
+                # trio: a group of which the scope removed its own cancellation.
+                exc, swallowed = remaining, False
             # Inside this shielded scope a cancellation can only be its
             # deadline's, but anyio on asyncio declines to swallow it when an
             # outer scope was cancelled meanwhile (it cannot tell that request
             # from a native one).
-            timed_out = scope.__exit__(type(exc), exc, exc.__traceback__) or (
+            timed_out = swallowed or (
                 scope.cancel_called
                 and isinstance(exc, Exception | anyio.get_cancelled_exc_class())
             )
         else:
             disarm(scope)
+        if timed_out and self._is_cancelled_early:
+            if not isinstance(exc, Exception):
+                return None
+            timed_out = False
         if timed_out:
             error: ShutdownError = StopTimeoutError(
                 self.resource.name,
@@ -610,6 +813,15 @@ class Instance:
             raise exc
         error.__suppress_context__ = True
         return error
+
+
+def _only_exception(exc: BaseException) -> BaseException:
+    """Return the one exception of a group of one (a task group's), else `exc`."""
+    only: BaseException = exc
+    leaves: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    if isinstance(exc, BaseExceptionGroup) and len(leaves) == 1:
+        only = leaves[0]
+    return only
 
 
 def _cause(error: BaseException, exc: BaseException) -> BaseException | None:

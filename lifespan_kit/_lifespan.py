@@ -24,18 +24,13 @@ from lifespan_kit._report import (
     StartupReport,
     create_report,
 )
-from lifespan_kit._run import (
-    ConcurrentRun,
-    SequentialRun,
-    one_or_group,
-    startup_failure,
-)
+from lifespan_kit._run import Run, one_or_group, startup_failure
 from lifespan_kit._settings import Timeouts
 from lifespan_kit.errors import (
     AlreadyRunningError,
-    BackgroundTaskError,
     InvalidOptionError,
     NotRunningError,
+    ResourceFailedError,
     ShutdownError,
 )
 
@@ -80,7 +75,7 @@ class Lifespan(Generic[ResultT_co]):
         self._defaults = defaults
         self._listeners = tuple(listeners)
         self._state: State = "idle"
-        self._run: SequentialRun | ConcurrentRun | None = None
+        self._run: Run | None = None
         self._monitor: Monitor | None = None
         self._began = 0.0
         self._created: list[Instance] | None = None
@@ -139,21 +134,14 @@ class Lifespan(Generic[ResultT_co]):
         monitor = self._monitor = Monitor(self._listeners)
         backend = anyio.lowlevel.current_token().backend_class
         instances = self._instances(monitor)
-        run: SequentialRun | ConcurrentRun
-        if self._concurrency == 1:
-            run = SequentialRun(self._plan, instances, backend)
-        else:
-            run = ConcurrentRun(self._plan, instances, backend, self._concurrency)
-        self._run = run
+        run = self._run = Run(self._plan, instances, backend, self._concurrency)
         self._began = time.perf_counter()
         values = await run.start()
         try:
             return self._build(values)
         except BundleTypeGroup as exc:
-            # Both runs shield their own teardown (the sequential one must not
-            # be wrapped in a new scope: its resources' scopes enclose this code).
+            # The run shields its own teardown from the caller's cancellation.
             stop_errors = await run.stop()
-            await run.close()
             raise startup_failure(exc.errors, stop_errors) from None
 
     def _instances(self, monitor: Monitor) -> list[Instance]:
@@ -193,9 +181,9 @@ class Lifespan(Generic[ResultT_co]):
         self._state = "stopping"
         try:
             errors = await run.stop()
-            await run.close()
         finally:
             self._state = "idle"
+        run.raise_escaped()
         assert self._monitor is not None
         failures = self._monitor.failures
         if not errors and not failures:
@@ -216,14 +204,17 @@ class Lifespan(Generic[ResultT_co]):
                     notes.append(message)
                     notes.extend(f"  {error.summary()}" for error in found)
 
-    async def wait_failed(self) -> BackgroundTaskError:
-        """Wait until a background task of this lifespan fails, and return its error.
+    async def wait_failed(self) -> ResourceFailedError:
+        """Wait until a resource of this lifespan fails while running; return why.
 
-        A background task (see
-        [Registry.background][lifespan_kit.Registry.background]) fails when it
-        raises, or returns, while the lifespan is running. The lifespan keeps
-        running: stop it by leaving the ``async with`` block, which then raises
-        the error. Returns at once if a task has already failed.
+        A resource fails while running when a task in the task group it holds
+        across its ``yield`` raises (which cancels that task group), and a
+        background task (see
+        [Registry.background][lifespan_kit.Registry.background]) when it
+        raises or returns. The failure is logged and sent to listeners as a
+        ``failed`` event when it happens. The lifespan keeps running: stop it
+        by leaving the ``async with`` block, which then raises the error.
+        Returns at once if a resource has already failed.
 
         Returns:
             The first failure.
@@ -246,7 +237,7 @@ class Lifespan(Generic[ResultT_co]):
 
         Added in 0.1.
         """
-        self._running_run("wait for a background task to fail")
+        self._running_run("wait for a resource to fail")
         monitor = self._monitor
         assert monitor is not None
         await monitor.failed.wait()
@@ -298,7 +289,7 @@ class Lifespan(Generic[ResultT_co]):
             error=error,
         )
 
-    def _running_run(self, action: str) -> SequentialRun | ConcurrentRun:
+    def _running_run(self, action: str) -> Run:
         run = self._run
         if self._state != "running" or run is None:
             raise NotRunningError(action=action)
@@ -306,10 +297,16 @@ class Lifespan(Generic[ResultT_co]):
 
     def __del__(self) -> None:
         if self._state in ("running", "starting"):
+            run = self._run
+            what = (
+                "they were stopped only because its event loop ended"
+                if run is not None and run.is_stopped
+                else "they were never stopped"
+            )
             warnings.warn(
                 f"A lifespan holding {len(self._plan.resources)} resource(s) was "
-                "garbage-collected without being exited; its resources were never "
-                "stopped. Use it with `async with`.",
+                f"garbage-collected without being exited; {what}. Use it with "
+                "`async with`.",
                 ResourceWarning,
                 stacklevel=1,
             )
@@ -336,9 +333,9 @@ def shorten_teardown(lifespan: Lifespan[object], grace: float) -> None:
 
 
 def _failure(
-    failures: Sequence[BackgroundTaskError], errors: Sequence[ShutdownError]
+    failures: Sequence[ResourceFailedError], errors: Sequence[ShutdownError]
 ) -> Exception:
-    """Return the one error to raise when background tasks failed."""
+    """Return the one error to raise when resources failed while running."""
     return one_or_group(
         failures,
         errors,
@@ -347,9 +344,9 @@ def _failure(
     )
 
 
-def _failures_message(failures: Sequence[BackgroundTaskError]) -> str:
+def _failures_message(failures: Sequence[ResourceFailedError]) -> str:
     names = ", ".join(f"'{e.resource_name}'" for e in failures)
-    return f"{len(failures)} background task(s) failed: {names}."
+    return f"{len(failures)} resource(s) failed while running: {names}."
 
 
 def _shutdown_message(errors: Sequence[ShutdownError]) -> str:

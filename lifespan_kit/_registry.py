@@ -30,6 +30,7 @@ from lifespan_kit._resource import (
 from lifespan_kit._settings import Timeouts, create_timeouts, validate_concurrency
 from lifespan_kit._types import (
     AsyncContextManagerLike,
+    ContextManagerLike,
     FactoryKind,
     HealthCheck,
     ValueT,
@@ -138,6 +139,10 @@ class Registry:
     ) -> Resource[ValueT]: ...
     @overload
     def resource(
+        self, factory: Callable[..., ContextManagerLike[ValueT]], /
+    ) -> Resource[ValueT]: ...
+    @overload
+    def resource(
         self, factory: Callable[..., Awaitable[ValueT]], /
     ) -> Resource[ValueT]: ...
     @overload
@@ -158,6 +163,7 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: AnyHealthCheck | None = None,
+        thread: bool = False,
     ) -> _Decorator: ...
     def resource(
         self,
@@ -170,6 +176,7 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: AnyHealthCheck | None = None,
+        thread: bool = False,
     ) -> Resource[object] | _Decorator:
         """Register a factory as a resource; use bare or with options.
 
@@ -179,8 +186,9 @@ class Registry:
 
         Args:
             factory: An async generator function (yield once; code after the
-                yield is teardown), a callable returning an async context
-                manager, an async function, a generator function or a function.
+                yield is teardown), a callable returning an async or a sync
+                context manager (entered with `async with` or `with`), an
+                async function, a generator function or a function.
             name: The resource's name.
             depends: Maps a parameter name to the resource that fills it.
             start_timeout: Seconds the start may take.
@@ -188,6 +196,8 @@ class Registry:
             health_timeout: Seconds the health check may take.
             health: Called with the value by `Lifespan.health()`; it fails by
                 raising or by returning False.
+            thread: Run a sync factory's call, its entering and its exit in
+                one thread of the resource's own, off the event loop.
 
         Returns:
             The [Resource][lifespan_kit.Resource], or a decorator when called
@@ -196,7 +206,8 @@ class Registry:
         Raises:
             DuplicateResourceError: When the name is taken.
             InvalidFactoryError: When the factory cannot be run as a resource.
-            InvalidOptionError: When a timeout is not a positive number.
+            InvalidOptionError: When a timeout is not a positive number, or
+                `thread` is set for an async factory.
 
         Example:
             ```python
@@ -209,7 +220,7 @@ class Registry:
         # The check receives the value the decorated factory produces.
         check = cast("HealthCheck[object] | None", health)
         options = _Options(
-            name, depends, start_timeout, stop_timeout, health_timeout, check
+            name, depends, start_timeout, stop_timeout, health_timeout, check, thread
         )
         if factory is None:
             return _Decorator(lambda f: self._register_factory(f, options))
@@ -240,6 +251,7 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
     ) -> Resource[ValueT]: ...
     @overload
     def add(
@@ -253,6 +265,21 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
+    ) -> Resource[ValueT]: ...
+    @overload
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., ContextManagerLike[ValueT]],
+        /,
+        *,
+        depends: Mapping[str, str] | None = None,
+        start_timeout: float | None = None,
+        stop_timeout: float | None = None,
+        health_timeout: float | None = None,
+        health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
     ) -> Resource[ValueT]: ...
     @overload
     def add(
@@ -266,6 +293,7 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
     ) -> Resource[ValueT]: ...
     @overload
     def add(
@@ -279,6 +307,7 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
     ) -> Resource[ValueT]: ...
     @overload
     def add(
@@ -292,6 +321,7 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
     ) -> Resource[ValueT]: ...
     @overload
     def add(
@@ -313,14 +343,16 @@ class Registry:
         stop_timeout: float | None = None,
         health_timeout: float | None = None,
         health: HealthCheck[ValueT] | None = None,
+        thread: bool = False,
     ) -> Resource[object]:
         """Register a factory, or a plain value, under `name`.
 
         A callable is a factory (see [resource][lifespan_kit.Registry.resource]);
-        anything else, and any `unittest.mock` object (``Mock``, ``MagicMock``,
-        ``AsyncMock``...), is registered as the value itself. To register
-        another callable as a value, wrap it: ``registry.add("hook", lambda:
-        hook)``; to use a mock as a factory, wrap it the same way:
+        anything else is registered as the value itself, never entered, even
+        a context manager; so is any `unittest.mock` object (``Mock``,
+        ``MagicMock``, ``AsyncMock``...), callable or not. To register another
+        callable as a value, wrap it: ``registry.add("hook", lambda: hook)``;
+        to use a mock as a factory, wrap it the same way:
         ``lambda: factory_mock()``.
 
         Args:
@@ -331,6 +363,8 @@ class Registry:
             stop_timeout: Seconds the teardown may take.
             health_timeout: Seconds the health check may take.
             health: Called with the value by `Lifespan.health()`.
+            thread: Run a sync factory's call, its entering and its exit in
+                one thread of the resource's own, off the event loop.
 
         Returns:
             The [Resource][lifespan_kit.Resource].
@@ -338,18 +372,20 @@ class Registry:
         Raises:
             DuplicateResourceError: When the name is taken.
             InvalidFactoryError: When the factory cannot be run as a resource.
-            InvalidOptionError: When a timeout is not a positive number.
+            InvalidOptionError: When a timeout is not a positive number, or
+                `thread` is set for an async factory or a value.
 
         Example:
             ```python
             registry.add("http", httpx.AsyncClient, stop_timeout=2)
+            registry.add("blocking_http", httpx.Client, thread=True)
             registry.add("answer", 42)
             ```
         """
         # The check receives the value this resource produces: ValueT.
         check = cast("HealthCheck[object] | None", health)
         options = _Options(
-            name, depends, start_timeout, stop_timeout, health_timeout, check
+            name, depends, start_timeout, stop_timeout, health_timeout, check, thread
         )
         return self._register(name, factory, options)
 
@@ -413,7 +449,7 @@ class Registry:
 
         Added in 0.1.
         """
-        options = _Options(name, depends, None, stop_timeout, None, None)
+        options = _Options(name, depends, None, stop_timeout, None, None, False)
 
         def register(function: BackgroundFunction) -> Resource[object]:
             resource_name = options.name or getattr(function, "__name__", None)
@@ -682,7 +718,7 @@ class Registry:
 class _Options:
     """The keyword options of `resource` and `add`, validated once."""
 
-    __slots__ = ("depends", "health", "name", "timeouts_args")
+    __slots__ = ("depends", "health", "name", "thread", "timeouts_args")
 
     def __init__(
         self,
@@ -692,11 +728,13 @@ class _Options:
         stop_timeout: float | None,
         health_timeout: float | None,
         health: HealthCheck[object] | None,
+        thread: bool,
     ) -> None:
         self.name = name
         self.depends = depends
         self.timeouts_args = (start_timeout, stop_timeout, health_timeout)
         self.health = health
+        self.thread = thread
 
     def create(
         self, name: str, factory: object, kind: FactoryKind | None = None
@@ -716,6 +754,7 @@ class _Options:
             timeouts=timeouts,
             health_check=self.health,
             kind=kind,
+            thread=self.thread,
         )
 
 
@@ -739,6 +778,10 @@ class _Decorator:
     @overload
     def __call__(
         self, factory: Callable[..., AsyncContextManagerLike[ValueT]], /
+    ) -> Resource[ValueT]: ...
+    @overload
+    def __call__(
+        self, factory: Callable[..., ContextManagerLike[ValueT]], /
     ) -> Resource[ValueT]: ...
     @overload
     def __call__(

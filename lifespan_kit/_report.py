@@ -10,7 +10,7 @@ from typing import ClassVar, Final, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from lifespan_kit.errors import BackgroundTaskError
+from lifespan_kit.errors import ResourceFailedError
 
 logger: Final = logging.getLogger("lifespan_kit")
 
@@ -24,7 +24,11 @@ EventKind = Literal[
     "stop_failed",
 ]
 """The moments of a resource's life that listeners are told about ("failed": a
-background task stopped while the lifespan was running).
+resource, such as a background task, stopped working while the lifespan was
+running).
+
+Every "starting" is followed by exactly one "started" or "start_failed", and
+every "stopping" by exactly one "stopped" or "stop_failed", whatever fails.
 
 Example:
     ```python
@@ -84,7 +88,7 @@ Example:
 class Monitor:
     """Sends events to listeners and to the ``lifespan_kit`` logger.
 
-    It also collects the failures of background tasks while the lifespan runs.
+    It also collects the failures of resources while the lifespan runs.
     """
 
     __slots__ = ("failed", "failures", "is_active", "is_logging", "listeners")
@@ -93,11 +97,11 @@ class Monitor:
         self.listeners = tuple(listeners)
         self.is_logging = logger.isEnabledFor(logging.DEBUG)
         self.is_active = bool(self.listeners) or self.is_logging
-        self.failures: list[BackgroundTaskError] = []
+        self.failures: list[ResourceFailedError] = []
         self.failed = anyio.Event()
 
-    def fail(self, error: BackgroundTaskError) -> None:
-        """Record a background task's failure, log it and tell the listeners."""
+    def fail(self, error: ResourceFailedError) -> None:
+        """Record a resource's failure while running, log it and tell the listeners."""
         self.failures.append(error)
         logger.error(
             "%s",

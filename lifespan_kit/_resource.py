@@ -11,7 +11,7 @@ from typing import Generic, final
 
 from lifespan_kit._settings import Timeouts
 from lifespan_kit._types import FactoryKind, HealthCheck, ValueT_co
-from lifespan_kit.errors import InvalidFactoryError
+from lifespan_kit.errors import InvalidFactoryError, InvalidOptionError
 
 _SKIPPED_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -50,6 +50,7 @@ class Resource(Generic[ValueT_co]):
         "health_check",
         "kind",
         "name",
+        "thread",
         "timeouts",
     )
 
@@ -62,6 +63,7 @@ class Resource(Generic[ValueT_co]):
         dependencies: tuple[Dependency, ...],
         timeouts: Timeouts,
         health_check: HealthCheck[object] | None,
+        thread: bool = False,
     ) -> None:
         self.name: str = name
         self.factory: object = factory
@@ -69,6 +71,8 @@ class Resource(Generic[ValueT_co]):
         self.dependencies: tuple[Dependency, ...] = dependencies
         self.timeouts: Timeouts = timeouts
         self.health_check: HealthCheck[object] | None = health_check
+        # Whether its start and stop run in a thread of its own (see `_sync`).
+        self.thread: bool = thread
         self._annotations: Mapping[str, type] | None = None
 
     def __repr__(self) -> str:
@@ -95,12 +99,19 @@ def create_resource(
     timeouts: Timeouts,
     health_check: HealthCheck[object] | None,
     kind: FactoryKind | None = None,
+    thread: bool = False,
 ) -> Resource[object]:
-    """Inspect `factory` and build a `Resource`, raising `InvalidFactoryError`.
+    """Inspect `factory` and build a `Resource`.
 
     `kind` forces how the factory runs; by default it is read from the factory.
+
+    Raises:
+        InvalidFactoryError: When the factory cannot be run as a resource.
+        InvalidOptionError: When `thread` is set for a factory that is not sync.
     """
     kind = classify(factory) if kind is None else kind
+    if thread is not False:
+        _check_thread(name, thread, kind)
     dependencies = (
         () if kind == "value" else _dependencies(name, factory, depends or {})
     )
@@ -117,7 +128,25 @@ def create_resource(
         dependencies=dependencies,
         timeouts=timeouts,
         health_check=health_check,
+        thread=thread,
     )
+
+
+def _check_thread(name: str, thread: object, kind: FactoryKind) -> None:
+    """Accept ``thread=True`` for a sync factory only."""
+    if thread is not True:
+        problem = "it must be True or False"
+    elif kind == "value":
+        problem = "a plain value has nothing to run in a thread"
+    elif kind in ("generator", "callable"):
+        return
+    else:
+        problem = (
+            "thread=True runs a sync factory in a thread of its own, and this "
+            "factory is async: it runs on the event loop (await its blocking "
+            "calls with anyio.to_thread.run_sync)"
+        )
+    raise InvalidOptionError(name, option="thread", problem=problem)
 
 
 def classify(factory: object) -> FactoryKind:

@@ -1,21 +1,34 @@
-"""The two ways of running a plan: one task in order, or one host task per chain.
+"""Running a plan: resources start in host tasks, in order, and stop in reverse.
 
-Both start resources in dependency order and stop them in reverse, never pass
-another resource's exception into a factory, and report every failure.
+One engine serves both modes. With a concurrency limit of 1 (the sequential
+mode) one resource starts at a time, in the plan's order, and teardowns run one
+at a time in the exact reverse order; otherwise each resource starts as soon as
+its dependencies are ready, and stops as soon as its dependents have stopped.
+
+Resources never live in the task that enters the lifespan. A detached *root*
+task (see `_host.spawner_for`) owns a task group of *host* tasks, and each
+resource is entered and exited in one host task. So the caller's cancellation
+never reaches a resource (its teardown still runs, bounded by its
+stop_timeout), the lifespan may be entered in one task and exited in another,
+and a resource that holds a task group cannot cancel the body or another
+resource when a task in that group crashes: only its own host task notices,
+and reports it while the lifespan runs.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sys
 from collections.abc import Sequence
 from typing import Final, cast
 
 import anyio
-from anyio.abc import AsyncBackend, TaskGroup
+import anyio.lowlevel
+from anyio.abc import AsyncBackend
 
 from lifespan_kit._graph import Plan
-from lifespan_kit._host import Host
+from lifespan_kit._host import Host, forgiver_for, spawner_for
 from lifespan_kit._instance import Instance, Later, StartAborted
 from lifespan_kit._report import log_stop_failure, logger
 from lifespan_kit.errors import ShutdownError
@@ -67,93 +80,30 @@ def startup_failure(
     )
 
 
-class SequentialRun:
-    """Start resources one at a time in the caller's task; stop them in reverse."""
+class Run:
+    """Start a plan's resources in host tasks; stop them in reverse.
 
-    def __init__(
-        self, plan: Plan, instances: Sequence[Instance], backend: type[AsyncBackend]
-    ) -> None:
-        self.plan = plan
-        self.instances = instances
-        self.values: dict[str, object] = {}
-        self._host = Host(backend, shielded=False)
-        self._started: list[Instance] = []
-        self._stop_errors: list[ShutdownError] = []
-
-    async def start(self) -> dict[str, object]:
-        """Start every resource in plan order; on failure stop them and raise."""
-        values = self.values
-        started = self._started
-        host = self._host
-        for instance in self.instances:
-            if instance.resource.dependencies:
-                args, kwargs = arguments(instance, values)
-            else:
-                args, kwargs = _NO_ARGS, _NO_KWARGS
-            try:
-                value = instance.start_at_once(args, kwargs, host)
-                if type(value) is Later:
-                    # A value is an object: what is waited for yields one too.
-                    value = await cast("Later[object]", value).step
-            except BaseException as exc:
-                stop_errors = await self.stop()
-                if not isinstance(exc, Exception):
-                    raise
-                error = startup_failure([exc], stop_errors)
-                if error is exc:
-                    raise
-                raise error from None
-            values[instance.resource.name] = value
-            started.append(instance)
-        return values
-
-    async def stop(self) -> list[ShutdownError]:
-        """Stop what started, in reverse order, and return the failures."""
-        # Shield every scope up front: each teardown is then protected from
-        # outer cancellation, and leaving a scope stops at its shielded parent
-        # instead of walking the whole nested chain.
-        for instance in self.instances:
-            instance.shield()
-        self._host.shield()
-        started, self._started = self._started, []
-        # Like an exit stack: every teardown runs, then the last exception
-        # that is not a teardown failure propagates.
-        escaped: BaseException | None = None
-        stop_errors = self._stop_errors
-        for instance in reversed(started):
-            try:
-                error = instance.stop_at_once()
-                if type(error) is Later:
-                    error = await error.step
-            except BaseException as exc:  # noqa: PERF203  # each teardown is awaited
-                escaped = exc
-            else:
-                if error is not None:
-                    log_stop_failure(error)
-                    stop_errors.append(error)
-        self._host.close()
-        if escaped is not None:
-            raise escaped
-        return self._stop_errors
-
-    async def close(self) -> None:
-        """Release what the run holds once everything has stopped."""
-
-
-class ConcurrentRun:
-    """Start each resource as soon as its dependencies are ready.
-
-    Resources live in worker tasks of a task group that the caller's task
-    owns; a worker stops its resources last-in first-out, in its own task.
-    Workers are spawned just in time: before each start, a worker makes sure
+    Host tasks are spawned just in time: before each start, a host makes sure
     one helper task is pending. If the start never suspends, the helper has
-    not run yet and the worker goes on with the next runnable resource itself,
+    not run yet and the host goes on with the next runnable resource itself,
     so synchronous starts cost no task at all. If the start suspended, the
-    helper has run and taken the next resource, and the worker continues only
-    with a dependent of the resource it just started, keeping its chain in
-    dependency order. Stopping every worker's chain last-in first-out never
-    deadlocks: each chain is in start order, so the reverse of the global
-    start order satisfies every chain and every dependency at once.
+    helper has run and taken the next resource, and the host continues only
+    with a dependent of the resource it just started. A resource that holds a
+    cancel scope or a task group across its yield ends its host's chain:
+    nothing else is started inside what it holds, and its host waits directly
+    inside it, so that a crash in its task group wakes that host at once.
+    Each host stops its chain last-in first-out; that never deadlocks, since
+    each chain is in start order and the reverse of the global start order
+    satisfies every chain and every dependency at once.
+
+    In the sequential mode the plan's order is the start order, so hosts take
+    positions one after the other; teardowns are released one at a time, in
+    the exact reverse of the start order.
+
+    A *root* task waits beside the hosts while the lifespan runs, for one
+    reason: if the event loop ends with the lifespan never exited, it is
+    cancelled (trio cancels system tasks, asyncio every task), and it then
+    stops everything in reverse before the loop goes.
     """
 
     def __init__(
@@ -167,9 +117,14 @@ class ConcurrentRun:
         self.instances = instances
         self.values: dict[str, object] = {}
         self._backend = backend
+        self._spawn = spawner_for(backend)
+        self._forgive = forgiver_for(backend)
         self._limit = limit
+        self._is_sequential = limit == 1
         self._waiting = [len(deps) for deps in plan.dependencies]
         self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
+        # The sequential mode's next position to start.
+        self._next = 0
         self._running = 0
         self._is_helper_pending = False
         self._helpers_run = 0
@@ -177,61 +132,102 @@ class ConcurrentRun:
         self._started: list[int] = []
         self._start_errors: list[Exception] = []
         self._stop_errors: list[ShutdownError] = []
+        # A BaseException that is no failure (KeyboardInterrupt, SystemExit)
+        # raised by a factory or teardown: raised again once all has stopped.
+        self._escaped: BaseException | None = None
         self._is_released = [False] * len(instances)
-        self._teardown_began = anyio.Event()
+        create_event = backend.create_event
+        self._create_event = create_event
+        self._teardown_began = create_event()
         self._waiters: dict[int, anyio.Event] = {}
         self._remaining: list[int] = []
         self._to_stop = 0
-        self._settled = anyio.Event()
-        self._all_stopped = anyio.Event()
-        self._tg: TaskGroup = anyio.create_task_group()
+        self._next_to_stop = 0
+        self._is_stopping = False
+        self._settled = create_event()
+        self._all_stopped = create_event()
+        # The event loop cancelled the root: it is ending with the lifespan open.
+        self._is_abandoned = False
 
     async def start(self) -> dict[str, object]:
         """Start every resource; on failure stop those started and raise."""
-        await self._tg.__aenter__()
-        self._ensure_helper()
-        self._check_settled()
+        self._spawn(self._root, "lifespan_kit root")
+        first = self._take_next() if self._is_sequential else self._take()
+        if first is None:
+            self._settled.set()  # nothing to start
+        else:
+            self._spawn(functools.partial(self._host, first), "lifespan_kit host")
         try:
             await self._settled.wait()
         except BaseException:
+            # Cancelled from outside: stop what started, then let it propagate.
             with anyio.CancelScope(shield=True):
                 self._fail()
                 await self._settled.wait()
                 await self.stop()
-            await self.close()
             for error in self._start_errors:
                 logger.warning("%s", error)
             raise
-        if self._start_errors:
+        if self._start_errors or self._escaped is not None:
             stop_errors: list[ShutdownError] = []
             with anyio.CancelScope(shield=True):
                 stop_errors = await self.stop()
-            await self.close()
+            if self._escaped is not None:
+                raise self._escaped
             raise startup_failure(self._start_errors, stop_errors)
         return self.values
+
+    async def _root(self) -> None:
+        """Wait while the lifespan runs; stop everything if the loop ends first."""
+        try:
+            await self._teardown_began.wait()
+        except anyio.get_cancelled_exc_class():
+            self._is_abandoned = True
+            self._forgive()
+            with anyio.CancelScope(shield=True):
+                self._fail()
+                await self._settled.wait()
+                await self.stop()
 
     def _ensure_helper(self) -> None:
         """Keep one helper task pending while there is work it could take."""
         if (
-            self._runnable
-            and not self._is_helper_pending
+            not self._is_helper_pending
             and self._running < self._limit
             and not self._is_failing
+            and (
+                self._next < len(self.instances)
+                if self._is_sequential
+                else self._runnable
+            )
         ):
             self._is_helper_pending = True
-            self._tg.start_soon(self._helper)
+            self._spawn(self._helper, "lifespan_kit host")
 
     async def _helper(self) -> None:
         self._is_helper_pending = False
         self._helpers_run += 1
-        await self._work(self._take())
+        position = self._take_next() if self._is_sequential else self._take()
+        if position is None:
+            self._check_settled()
+        else:
+            await self._host(position)
 
     def _take(self) -> int | None:
-        """Claim the runnable resource registered first, if the limit allows."""
+        """Claim the runnable resource first in start order, if the limit allows."""
         if not self._runnable or self._running >= self._limit or self._is_failing:
             return None
         self._running += 1
         return heapq.heappop(self._runnable)
+
+    def _take_next(self) -> int | None:
+        """Claim the sequential mode's next resource, if it may start now."""
+        position = self._next
+        if position >= len(self.instances) or self._running or self._is_failing:
+            return None
+        self._running = 1
+        self._next = position + 1
+        return position
 
     def _check_settled(self) -> None:
         if len(self._started) == len(self.instances) or (
@@ -245,10 +241,54 @@ class ConcurrentRun:
             if instance.start_duration is None:
                 instance.abort()
 
-    async def _work(self, position: int | None) -> None:
-        # Shielded: a worker's scopes protect its resources, and its waits
-        # for the teardown, from the caller's cancellation.
-        host = Host(self._backend, shielded=True)
+    async def _host(self, position: int) -> None:
+        """Start a chain of resources in this task, then stop them in reverse."""
+        host = Host(self._backend)
+        try:
+            if self._is_sequential:
+                chain = await self._start_in_order(position, host)
+            else:
+                chain = await self._start_as_ready(position, host)
+            self._check_settled()
+            if chain:
+                await self._stop_chain(chain, host)
+        except BaseException as exc:  # pragma: no cover  # a bug in this module
+            self._escaped = exc
+            self._settled.set()
+            self._all_stopped.set()
+
+    async def _start_in_order(self, position: int, host: Host) -> list[int]:
+        """Start resources in plan order from `position` until one holds a scope."""
+        instances = self.instances
+        values = self.values
+        started = self._started
+        count = len(instances)
+        chain: list[int] = []
+        while True:
+            instance = instances[position]
+            if instance.resource.dependencies:
+                args, kwargs = arguments(instance, values)
+            else:
+                args, kwargs = _NO_ARGS, _NO_KWARGS
+            try:
+                value = instance.start_at_once(args, kwargs, host)
+                if type(value) is Later:
+                    value = await cast("Later[object]", value).step
+            except BaseException as exc:
+                self._start_failed(instance, exc)
+                return chain
+            values[instance.resource.name] = value
+            started.append(position)
+            chain.append(position)
+            position += 1
+            if position == count or self._is_failing or instance.holds_scope:
+                self._next = position
+                self._running = 0
+                self._ensure_helper()
+                return chain
+
+    async def _start_as_ready(self, position: int | None, host: Host) -> list[int]:
+        """Start `position`, then whatever this host should start next."""
         chain: list[int] = []
         while position is not None:
             self._ensure_helper()
@@ -260,67 +300,126 @@ class ConcurrentRun:
                 started = instance.start_at_once(args, kwargs, host)
                 if type(started) is Later:
                     await cast("Later[object]", started).step
-            except StartAborted:
-                self._running -= 1
-                break
-            except Exception as exc:
-                self._running -= 1
-                self._start_errors.append(exc)
-                self._fail()
+            except BaseException as exc:
+                self._start_failed(instance, exc)
                 break
             chain.append(position)
             position = self._on_started(position, helpers_run != self._helpers_run)
-        self._check_settled()
-        if chain:
-            host.open_scope()
-            await self._teardown_began.wait()
-        while chain:
-            position = chain.pop()
-            if not self._is_released[position]:
-                host.open_scope()
-                waiter = self._waiters[position] = anyio.Event()
-                await waiter.wait()
-            error = self.instances[position].stop_at_once()
-            if isinstance(error, Later):
-                error = await error.step
-            self._on_stopped(position, error)
-        host.close()
+        return chain
+
+    def _start_failed(self, instance: Instance, exc: BaseException) -> None:
+        self._running -= 1
+        if isinstance(exc, StartAborted):
+            return
+        if isinstance(exc, Exception):
+            self._start_errors.append(exc)
+            if instance.undo_error is not None:
+                self._stop_errors.append(instance.undo_error)
+        else:
+            self._escaped = exc
+        self._fail()
 
     def _on_started(self, position: int, suspended: bool) -> int | None:
-        """Record a start; return the next resource this worker should start."""
+        """Record a start; return the next resource this host should start."""
         instance = self.instances[position]
         self.values[instance.resource.name] = instance.value
         self._started.append(position)
         self._running -= 1
         waiting = self._waiting
+        holds_scope = instance.holds_scope
+        may_follow = suspended and not self._is_failing and not holds_scope
         follow: int | None = None
         for dependent in self.plan.dependents[position]:
             waiting[dependent] -= 1
             if waiting[dependent] == 0:
-                if follow is None and suspended and not self._is_failing:
+                if follow is None and may_follow:
                     follow = dependent
                 else:
                     heapq.heappush(self._runnable, dependent)
         if follow is not None:
             self._running += 1
             return follow
-        if suspended:
+        if suspended or holds_scope:
             self._ensure_helper()
             return None
         return self._take()
 
+    async def _stop_chain(self, chain: list[int], host: Host) -> None:
+        """Stop this host's resources last-in first-out, each once it is released."""
+        instances = self.instances
+        released = self._is_released
+        await self._wait(self._teardown_began, instances[chain[-1]], host)
+        while chain:
+            position = chain.pop()
+            instance = instances[position]
+            if not released[position]:
+                waiter = self._waiters[position] = self._create_event()
+                await self._wait(waiter, instance, host)
+            try:
+                error = instance.stop_at_once()
+                if type(error) is Later:
+                    error = await error.step
+            except BaseException as exc:
+                # Not a failure (KeyboardInterrupt, SystemExit): stop the rest.
+                self._escaped = exc
+                error = None
+            self._on_stopped(position, error)
+        host.close()
+
+    async def _wait(self, event: anyio.Event, instance: Instance, host: Host) -> None:
+        """Wait for `event` as `instance`'s host; notice if it fails meanwhile.
+
+        A resource that holds a task group is waited for inside it: a task of
+        that group that crashes cancels the group, which wakes this wait. That
+        is the resource failing while the lifespan runs: it is reported, and
+        the host goes on waiting for its turn to stop it.
+        """
+        is_watched = instance.holds_scope and instance.runtime_failure is None
+        if not instance.holds_scope:
+            host.open_scope()
+        try:
+            await event.wait()
+        except anyio.get_cancelled_exc_class():
+            # On asyncio, an event loop that ends cancels every task, shields
+            # or not; the root is cancelled too, and stops everything.
+            with anyio.CancelScope(shield=True):
+                if is_watched:
+                    await anyio.lowlevel.checkpoint()
+                    if not self._is_abandoned:
+                        instance.fail_at_runtime()
+                        await event.wait()
+                        return
+                # The event loop's own cancellation of every task, caught here
+                # so that this host still stops its resources in order.
+                self._forgive()
+                await event.wait()
+
     async def stop(self) -> list[ShutdownError]:
-        """Stop every started resource after its dependents; return failures."""
+        """Stop every started resource after its dependents; return failures.
+
+        When it returns, every host task has finished its last teardown.
+        """
+        if self._is_stopping:
+            with anyio.CancelScope(shield=True):
+                await self._all_stopped.wait()
+            return self._stop_errors
+        self._is_stopping = True
         remaining = self._remaining = [0] * len(self.instances)
         for position in self._started:
             for dependency in self.plan.dependencies[position]:
                 remaining[dependency] += 1
         self._to_stop = len(self._started)
         if self._to_stop == 0:
+            self._all_stopped.set()
+            self._teardown_began.set()
             return self._stop_errors
-        for position in self._started:
-            if remaining[position] == 0:
-                self._is_released[position] = True
+        if self._is_sequential:
+            self._next_to_stop = len(self._started) - 1
+            self._release(self._started[self._next_to_stop])
+        else:
+            for position in self._started:
+                if remaining[position] == 0:
+                    self._is_released[position] = True
         self._teardown_began.set()
         with anyio.CancelScope(shield=True):
             await self._all_stopped.wait()
@@ -330,14 +429,19 @@ class ConcurrentRun:
         if error is not None:
             log_stop_failure(error)
             self._stop_errors.append(error)
+        self._to_stop -= 1
+        if self._to_stop == 0:
+            self._all_stopped.set()
+            return
+        if self._is_sequential:
+            self._next_to_stop -= 1
+            self._release(self._started[self._next_to_stop])
+            return
         remaining = self._remaining
         for dependency in self.plan.dependencies[position]:
             remaining[dependency] -= 1
             if remaining[dependency] == 0:
                 self._release(dependency)
-        self._to_stop -= 1
-        if self._to_stop == 0:
-            self._all_stopped.set()
 
     def _release(self, position: int) -> None:
         self._is_released[position] = True
@@ -345,7 +449,12 @@ class ConcurrentRun:
         if waiter is not None:
             waiter.set()
 
-    async def close(self) -> None:
-        """Exit the task group once every host has finished its teardown."""
-        self._tg.cancel_scope.shield = True
-        await self._tg.__aexit__(None, None, None)
+    @property
+    def is_stopped(self) -> bool:
+        """True once every started resource has stopped."""
+        return self._all_stopped.is_set()
+
+    def raise_escaped(self) -> None:
+        """Raise what a factory or teardown raised that is not a failure, if any."""
+        if self._escaped is not None:
+            raise self._escaped

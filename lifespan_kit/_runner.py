@@ -39,9 +39,9 @@ from lifespan_kit._report import Listener, ResourceEvent, logger
 from lifespan_kit._resource import classify
 from lifespan_kit._signals import Schedule, SignalCounter, exit_status
 from lifespan_kit.errors import (
-    BackgroundTaskError,
     InvalidMainError,
     InvalidOptionError,
+    ResourceFailedError,
     ShutdownError,
 )
 
@@ -223,7 +223,7 @@ class _Runner:
         assert self._lifespan is not None
         error = await self._lifespan.wait_failed()
         logger.info(
-            "Stopping: background task '%s' failed.",
+            "Stopping: resource '%s' failed while running.",
             error.resource_name,
             extra={"lifespan_kit_event": "stopping_app"},
         )
@@ -427,7 +427,7 @@ def _is_logged(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         group = cast("BaseExceptionGroup[BaseException]", exc)
         return all(_is_logged(inner) for inner in group.exceptions)
-    return isinstance(exc, BackgroundTaskError | ShutdownError)
+    return isinstance(exc, ResourceFailedError | ShutdownError)
 
 
 def _signal_name(signum: int) -> str:

@@ -24,6 +24,10 @@ HealthCheck = Callable[[ValueT], Awaitable[object] | object]
 """A resource's health check: it receives the value and fails by raising or by
 returning ``False``."""
 
+SyncExit = Callable[[], object]
+"""Leave what a synchronous factory opened: a context manager's ``__exit__`` or a
+generator's last step."""
+
 
 class AsyncContextManagerLike(Protocol[ValueT_co]):
     """Anything usable with ``async with`` (what `httpx.AsyncClient()` returns)."""
@@ -31,6 +35,20 @@ class AsyncContextManagerLike(Protocol[ValueT_co]):
     async def __aenter__(self) -> ValueT_co: ...
 
     async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> bool | None: ...
+
+
+class ContextManagerLike(Protocol[ValueT_co]):
+    """Anything usable with ``with`` (what `contextlib.contextmanager` makes)."""
+
+    def __enter__(self) -> ValueT_co: ...
+
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,

@@ -20,10 +20,12 @@ LifespanKitError
 ├── UnknownResourceError            (also LookupError)
 ├── StartupError                    (phase "startup"; everything started was stopped)
 │   ├── StartTimeoutError           (also TimeoutError)
+│   ├── StartCancelledError         (only in events: another start failed first)
 │   ├── NoYieldError                (also RuntimeError)
 │   ├── DependencyTypeError         (also TypeError)
 │   └── BundleTypeError             (also TypeError)
-├── BackgroundTaskError             (phase "running"; also RuntimeError)
+├── ResourceFailedError             (phase "running"; also RuntimeError)
+│   └── BackgroundTaskError         (a background task raised or returned)
 ├── ShutdownError                   (phase "shutdown")
 │   ├── StopTimeoutError            (also TimeoutError)
 │   └── MultipleYieldError          (also RuntimeError)
@@ -39,8 +41,12 @@ Added in 0.1.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import ClassVar, Final, Literal
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "DOCS_URL",
@@ -66,7 +72,9 @@ __all__ = [
     "NoYieldError",
     "NotRunningError",
     "Phase",
+    "ResourceFailedError",
     "ShutdownError",
+    "StartCancelledError",
     "StartTimeoutError",
     "StartupError",
     "StopTimeoutError",
@@ -103,7 +111,9 @@ ErrorCode = Literal[
     "multiple-yields",
     "no-yield",
     "not-running",
+    "resource-failed",
     "shutdown-failed",
+    "start-cancelled",
     "start-timeout",
     "startup-failed",
     "stop-timeout",
@@ -151,8 +161,14 @@ def _quote_all(names: Sequence[str]) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    leaves: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+    message: str = getattr(exc, "message", text)
+    if leaves and isinstance(exc, BaseExceptionGroup):
+        # A task group's: what matters is inside.
+        return f"{name}: {message}: {'; '.join(_describe(leaf) for leaf in leaves)}"
+    return f"{name}: {text}" if text else name
 
 
 def _cause_details(error: BaseException) -> list[tuple[str, str]]:
@@ -718,11 +734,54 @@ class StartTimeoutError(StartupError, TimeoutError):
     def fix(self) -> str:  # noqa: D102
         if self.blocked:
             return (
-                "make the factory `async def` and await its I/O, or move the "
-                "blocking call to `anyio.to_thread.run_sync`."
+                "make the factory `async def` and await its I/O, move the "
+                "blocking call to `anyio.to_thread.run_sync`, or register a sync "
+                "factory with thread=True."
             )
         return (
             f"find what '{self.resource_name}' waits for, or raise its start_timeout."
+        )
+
+
+class StartCancelledError(StartupError):
+    """A resource's start was cancelled before it finished; it is not its failure.
+
+    Another resource failed to start (or the lifespan was cancelled) while this
+    one was starting, so its start was cancelled and whatever it had opened was
+    closed. It is never raised: listeners receive it with the ``start_failed``
+    event that closes the ``starting`` one, and the error that stopped the
+    startup is raised instead.
+
+    Example:
+        ```python
+        def report(event: ResourceEvent) -> None:
+            if isinstance(event.error, StartCancelledError):
+                return  # the resource that really failed has its own event
+            if event.kind == "start_failed":
+                print(event.resource_name, event.error)
+
+
+        registry.add_listener(report)
+        ```
+
+    Added in 0.1.
+    """
+
+    code: ClassVar[ErrorCode] = "start-cancelled"
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"The start of resource '{self.resource_name}' was cancelled because "
+            "the startup failed elsewhere, or the lifespan was cancelled."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        return []
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "nothing to fix here; look for the error that stopped the startup "
+            "(the resource that failed, or the cancellation)."
         )
 
 
@@ -851,7 +910,59 @@ class BundleTypeError(StartupError, TypeError):
 # --- running ------------------------------------------------------------------
 
 
-class BackgroundTaskError(LifespanKitError, RuntimeError):
+class ResourceFailedError(LifespanKitError, RuntimeError):
+    """A resource stopped working while its lifespan was running.
+
+    A task in the task group the resource holds across its ``yield`` raised,
+    which cancels that task group; or the resource's own code cancelled it.
+    It is reported when it happens (a log line, a ``failed`` event,
+    [Lifespan.wait_failed][lifespan_kit.Lifespan.wait_failed]); the lifespan
+    keeps running until it is left, then raises this error. The task's
+    exception surfaces only when the resource's teardown leaves its task
+    group: from then on it is `__cause__`.
+
+    Example:
+        ```python
+        lifespan = registry.lifespan(Resources)
+        try:
+            async with lifespan:
+                failure = await lifespan.wait_failed()  # the lifespan keeps running
+                print(failure.resource_name)
+        except ResourceFailedError as exc:  # raised again once everything stopped
+            print(exc.__cause__)
+        ```
+
+    Added in 0.1.
+    """
+
+    code: ClassVar[ErrorCode] = "resource-failed"
+    phase: Phase = "running"
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Resource '{self.resource_name}' failed while the lifespan was running: "
+            "its task group was cancelled from inside."
+        )
+
+    def details(self) -> list[tuple[str, str]]:  # noqa: D102
+        if self.__cause__ is None:
+            return [
+                (
+                    "cause",
+                    "a task it started raised, or it cancelled its own task group; "
+                    "the exception is reported when the resource stops.",
+                )
+            ]
+        return _cause_details(self)
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            f"read the cause; handle the errors the tasks of '{self.resource_name}' "
+            "should survive inside them, and let the others stop the service."
+        )
+
+
+class BackgroundTaskError(ResourceFailedError):
     """A background task stopped while its lifespan was still running.
 
     The original exception is `__cause__`; there is none when the task returned.
@@ -865,7 +976,8 @@ class BackgroundTaskError(LifespanKitError, RuntimeError):
         try:
             async with lifespan:
                 failure = await lifespan.wait_failed()  # the lifespan keeps running
-                print(failure.resource_name, failure.returned)
+                if isinstance(failure, BackgroundTaskError):
+                    print(failure.resource_name, failure.returned)
         except BackgroundTaskError as exc:  # raised again once everything stopped
             print(exc.__cause__)
         ```
@@ -944,9 +1056,12 @@ class StopTimeoutError(ShutdownError, TimeoutError):
 
     Attributes:
         timeout: The limit, in seconds.
-        elapsed: How long the teardown ran before it was cancelled.
+        elapsed: How long the teardown ran before it was cancelled, or how
+            long it blocked the event loop.
         shortened_to: The shorter limit the shutdown was hurried to (a worker's
             second signal or shutdown deadline), or None.
+        blocked: True when the teardown itself blocked the event loop past the
+            limit (a synchronous call), so it could not be cancelled.
 
     Example:
         ```python
@@ -968,16 +1083,23 @@ class StopTimeoutError(ShutdownError, TimeoutError):
         timeout: float,
         elapsed: float,
         shortened_to: float | None = None,
+        blocked: bool = False,
     ) -> None:
         super().__init__(resource_name)
         self.timeout: float = timeout
         self.elapsed: float = elapsed
         self.shortened_to: float | None = shortened_to
+        self.blocked: bool = blocked
 
     def summary(self) -> str:  # noqa: D102
         limit = f"stop_timeout={self.timeout:g}s"
         if self.shortened_to is not None:
             limit += f", hurried to {self.shortened_to:g}s"
+        if self.blocked:
+            return (
+                f"Resource '{self.resource_name}' blocked the event loop for "
+                f"{self.elapsed:.3f}s while stopping ({limit})."
+            )
         return (
             f"Resource '{self.resource_name}' was still stopping after "
             f"{self.elapsed:.3f}s ({limit}); it was cancelled."
@@ -987,6 +1109,12 @@ class StopTimeoutError(ShutdownError, TimeoutError):
         return []
 
     def fix(self) -> str:  # noqa: D102
+        if self.blocked:
+            return (
+                "await the teardown's I/O instead of blocking, move the blocking "
+                "call to `anyio.to_thread.run_sync`, or declare the resource with "
+                "thread=True."
+            )
         if self.shortened_to is not None:
             return (
                 f"find what the teardown of '{self.resource_name}' waits for; the "

@@ -55,7 +55,9 @@ from lifespan_kit.errors import MultipleYieldError as MultipleYieldError
 from lifespan_kit.errors import NotRunningError as NotRunningError
 from lifespan_kit.errors import NoYieldError as NoYieldError
 from lifespan_kit.errors import Phase as Phase
+from lifespan_kit.errors import ResourceFailedError as ResourceFailedError
 from lifespan_kit.errors import ShutdownError as ShutdownError
+from lifespan_kit.errors import StartCancelledError as StartCancelledError
 from lifespan_kit.errors import StartTimeoutError as StartTimeoutError
 from lifespan_kit.errors import StartupError as StartupError
 from lifespan_kit.errors import StopTimeoutError as StopTimeoutError

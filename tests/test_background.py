@@ -19,6 +19,7 @@ from lifespan_kit.errors import (
     InvalidFactoryError,
     InvalidOptionError,
     NotRunningError,
+    ResourceFailedError,
     ShutdownError,
     StopTimeoutError,
 )
@@ -50,7 +51,7 @@ def consumer_registry(
     return registry
 
 
-async def run_until_failed(lifespan: Lifespan[object]) -> BackgroundTaskError:
+async def run_until_failed(lifespan: Lifespan[object]) -> ResourceFailedError:
     """Enter the lifespan and leave it once a background task failed."""
     async with lifespan:
         with anyio.fail_after(5):
@@ -84,7 +85,7 @@ async def test_a_crash_is_returned_by_wait_failed_and_raised_on_exit(
     """wait_failed returns the error at once; leaving the block stops and raises it."""
     recorder = Recorder()
     lifespan = consumer_registry(recorder, crash=True).lifespan(concurrency=concurrency)
-    seen: list[BackgroundTaskError] = []
+    seen: list[ResourceFailedError] = []
 
     async def body() -> None:
         async with lifespan:
@@ -182,7 +183,7 @@ async def test_a_failure_and_a_teardown_failure_are_raised_together() -> None:
     async def consumer(db: str) -> None:
         raise ValueError(db)
 
-    with pytest.raises(ExceptionGroup, match="1 background task") as info:
+    with pytest.raises(ExceptionGroup, match=r"1 resource.s. failed while") as info:
         await run_until_failed(registry.lifespan())
     assert [type(e) for e in info.value.exceptions] == [
         BackgroundTaskError,
@@ -194,14 +195,17 @@ async def test_a_failure_and_a_teardown_failure_are_raised_together() -> None:
 @pytest.mark.parametrize(
     ("crash", "fail_stop", "notes"),
     [
-        pytest.param(True, False, ["1 background task(s) failed"], id="failure"),
+        pytest.param(True, False, ["1 resource(s) failed while running"], id="failure"),
         pytest.param(
             False, True, ["1 resource(s) failed during shutdown"], id="teardown"
         ),
         pytest.param(
             True,
             True,
-            ["1 background task(s) failed", "1 resource(s) failed during shutdown"],
+            [
+                "1 resource(s) failed while running",
+                "1 resource(s) failed during shutdown",
+            ],
             id="both",
         ),
     ],
@@ -273,7 +277,7 @@ async def test_an_error_raised_while_cancelled_is_a_teardown_failure() -> None:
 async def test_wait_failed_needs_a_running_lifespan() -> None:
     """Outside the block, wait_failed raises NotRunningError."""
     lifespan = consumer_registry(Recorder()).lifespan()
-    with pytest.raises(NotRunningError, match="wait for a background task to fail"):
+    with pytest.raises(NotRunningError, match="wait for a resource to fail"):
         await lifespan.wait_failed()
 
 

@@ -27,11 +27,17 @@ def current_backend() -> type[Any]:
     return anyio.lowlevel.current_token().backend_class
 
 
+class Meter:
+    """Adds up the time the awaited steps run, as an instance does."""
+
+    busy = 0.0
+
+
 async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one() -> (
     None
 ):
     """The probe sees whether a start left a cancel scope open in the shared one."""
-    host = Host(current_backend(), shielded=False)
+    host = Host(current_backend())
     scope = host.open_scope()
     assert not host.keeps(scope, False)
     assert host.open_scope() is scope
@@ -44,7 +50,7 @@ async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one
 
 async def test_cancelled_shared_scope_is_owned_by_the_start_it_cancelled() -> None:
     """A shared scope whose deadline fired is not reused by the next start."""
-    host = Host(current_backend(), shielded=False)
+    host = Host(current_backend())
     scope = host.open_scope()
     scope.cancel()
     assert host.keeps(scope, scope.cancel_called)
@@ -66,9 +72,9 @@ async def test_armed_sets_the_deadline_only_when_the_step_suspends() -> None:
         return "waited"
 
     with anyio.CancelScope() as scope:
-        assert await armed(at_once(), scope, 1e9) == "done"
+        assert await armed(at_once(), scope, 1e9, Meter()) == "done"
         assert scope.deadline == math.inf
-        assert await armed(waits(), scope, 1e9) == "waited"
+        assert await armed(waits(), scope, 1e9, Meter()) == "waited"
         assert scope.deadline == 1e9
 
 
@@ -84,7 +90,7 @@ async def test_armed_passes_a_cancellation_into_the_step() -> None:
             raise
 
     with anyio.fail_after(5), anyio.CancelScope() as scope:
-        await armed(hangs(), scope, anyio.current_time() + 0.01)
+        await armed(hangs(), scope, anyio.current_time() + 0.01, Meter())
     assert scope.cancelled_caught
     assert cancelled == ["step"]
 
@@ -102,7 +108,7 @@ async def test_armed_returns_what_a_step_that_catches_the_cancellation_returns()
         return "never"  # pragma: no cover
 
     with anyio.fail_after(5), anyio.CancelScope() as scope:
-        result = await armed(swallows(), scope, anyio.current_time() + 0.01)
+        result = await armed(swallows(), scope, anyio.current_time() + 0.01, Meter())
     assert result == "late"
 
 
@@ -124,7 +130,8 @@ def test_closing_an_armed_step_closes_the_step() -> None:
         deadline = math.inf
 
     coro: Coroutine[Any, Any, None] = step()
-    wrapper = armed(coro, Deadline(), 1.0)  # type: ignore[arg-type]  # a stand-in scope
+    # A stand-in scope: only its deadline is read.
+    wrapper = armed(coro, Deadline(), 1.0, Meter())  # type: ignore[arg-type]
     assert wrapper.send(None) == "suspended"
     wrapper.close()
     assert closed == ["step"]

@@ -521,10 +521,10 @@ async def test_blocking_sync_factory_fails_with_a_start_timeout() -> None:
     assert closed == ["closed"]
 
 
-async def test_blocking_factory_teardown_failure_is_logged(
+async def test_blocking_factory_teardown_failure_is_logged_and_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """If a blocking factory's immediate teardown fails, the failure is logged."""
+    """If a blocking factory's immediate teardown fails, it is logged and raised."""
     registry = Registry()
 
     def blocking() -> Iterator[str]:
@@ -535,10 +535,15 @@ async def test_blocking_factory_teardown_failure_is_logged(
     registry.add("blocking", blocking, start_timeout=0.01)
     with (
         caplog.at_level(logging.WARNING, logger="lifespan_kit"),
-        pytest.raises(StartTimeoutError),
+        pytest.raises(ExceptionGroup, match="1 failed to stop") as info,
     ):
         async with registry.lifespan():
             pass  # pragma: no cover
+    timeout, stop = info.value.exceptions
+    assert isinstance(timeout, StartTimeoutError)
+    assert timeout.blocked
+    assert isinstance(stop, ShutdownError)
+    assert stop.resource_name == "blocking"
     assert "Resource 'blocking' failed during shutdown." in caplog.text
 
 

@@ -206,7 +206,7 @@ def test_failures_already_logged_are_summarised_in_one_line(
     assert status == 1
     summary = [r for r in caplog.records if r.getMessage().startswith("Stopped after")]
     assert [r.getMessage() for r in summary] == [
-        "Stopped after failures (exit status 1): 1 background task(s) failed: "
+        "Stopped after failures (exit status 1): 1 resource(s) failed while running: "
         "'pulse'. Then 1 resource(s) failed during shutdown. (2 sub-exceptions)"
     ]
     assert all(r.exc_info is None for r in summary)

@@ -10,9 +10,10 @@ an ignore that is no longer needed.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TextIO
 
 from typing_extensions import Self, assert_type
 
@@ -289,6 +290,60 @@ assert_type(registry.add("checked_answer", 42, health=lambda n: n > 0), Resource
 # A plain value has no start or stop to time, and no parameters to map.
 registry.add("timed_answer", 42, stop_timeout=1)  # type: ignore[call-overload]
 registry.add("mapped_answer", 42, depends={"n": "port"})  # type: ignore[call-overload]
+
+# --- Sync context managers and thread=True ---------------------------------------
+# The value is what `__enter__` returns, as with `with`.
+
+
+class SyncPool:
+    """Enters as something else, with `with`, like a sync driver's pool."""
+
+    def __enter__(self) -> Connection:
+        return Connection()
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+@registry.resource
+def sync_connection() -> SyncPool:
+    return SyncPool()
+
+
+assert_type(sync_connection, Resource[Connection])
+
+
+@registry.resource(thread=True)
+@contextmanager
+def sync_session(db: Database) -> Generator[Connection, None, None]:
+    yield Connection()
+
+
+assert_type(sync_session, Resource[Connection])
+
+
+@registry.resource(thread=True, stop_timeout=1)
+def blocking_workers() -> Iterator[list[str]]:
+    yield ["worker-1"]
+
+
+assert_type(blocking_workers, Resource[list[str]])
+
+
+def open_log() -> TextIO:
+    return open("app.log")  # entered and closed by the lifespan
+
+
+assert_type(registry.add("sync_pool", SyncPool), Resource[Connection])
+assert_type(registry.add("executor", ThreadPoolExecutor), Resource[ThreadPoolExecutor])
+assert_type(registry.add("threaded_pool", SyncPool, thread=True), Resource[Connection])
+# A file is an iterator too, but `with` enters it: the value is the file.
+assert_type(registry.add("log_file", open_log), Resource[TextIO])
+assert_type(registry.add("threaded_client", Client, thread=True), Resource[Client])
+
+# A plain value is never run, in a thread or elsewhere; nor is a background task.
+registry.add("threaded_answer", 42, thread=True)  # type: ignore[call-overload]
+registry.background(thread=True)  # type: ignore[call-overload]
 
 # --- Registry -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from lifespan_kit.errors import (
     BackgroundTaskError,
     DefinitionError,
     InvalidMainError,
+    ResourceFailedError,
     StopTimeoutError,
 )
 
@@ -125,7 +126,7 @@ registry.background(poll)  # type: ignore[arg-type]
 
 
 async def watch(lifespan: Lifespan[Resources]) -> None:
-    assert_type(await lifespan.wait_failed(), BackgroundTaskError)
+    assert_type(await lifespan.wait_failed(), ResourceFailedError)
 
 
 def read_background_error(error: BackgroundTaskError) -> None:

@@ -1,0 +1,760 @@
+"""The failure contract in both run modes: cancellation, other tasks, crashes, blocking.
+
+Each test runs on asyncio and trio and, through the `concurrency` fixture, in
+the sequential mode and the concurrent mode, which must behave identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from lifespan_kit import Registry, ResourceEvent, ResourceMap
+from lifespan_kit.errors import (
+    ResourceFailedError,
+    ShutdownError,
+    StartCancelledError,
+    StartTimeoutError,
+    StartupError,
+    StopTimeoutError,
+)
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
+    from exceptiongroup import ExceptionGroup
+
+
+class CrashError(Exception):
+    """Raised by a task inside a resource's task group."""
+
+
+def events_of(registry: Registry) -> list[str]:
+    """Record every event of `registry` as "kind name"."""
+    events: list[str] = []
+    registry.add_listener(lambda e: events.append(f"{e.kind} {e.resource_name}"))
+    return events
+
+
+def task_group_registry(log: list[str], crash: anyio.Event | None = None) -> Registry:
+    """'db', then 'consumer' (a task group across its yield), then 'api' on both."""
+    registry = Registry(stop_timeout=5)
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        log.append("start db")
+        yield "db"
+        await anyio.lowlevel.checkpoint()
+        log.append("stop db")
+
+    @registry.resource
+    async def consumer(db: str) -> AsyncIterator[str]:
+        async def work() -> None:
+            try:
+                if crash is None:
+                    await anyio.sleep_forever()
+                else:
+                    await crash.wait()
+                    raise CrashError("the consumer loop died")
+            finally:
+                log.append("work ended")
+
+        log.append("start consumer")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(work)
+                yield "consumer"
+                await anyio.lowlevel.checkpoint()  # the teardown awaits
+                log.append("consumer teardown")
+                tg.cancel_scope.cancel()
+        finally:
+            await anyio.lowlevel.checkpoint()
+            log.append("stop consumer")
+
+    @registry.resource
+    async def api(db: str, consumer: str) -> AsyncIterator[str]:
+        log.append("start api")
+        yield "api"
+        await anyio.lowlevel.checkpoint()
+        log.append("stop api")
+
+    return registry
+
+
+async def test_outer_cancellation_never_cuts_a_teardown(
+    concurrency: int | None,
+) -> None:
+    """Cancelling the caller during the body stops everything fully, in reverse."""
+    log: list[str] = []
+    registry = task_group_registry(log)
+    events = events_of(registry)
+    with anyio.fail_after(5), anyio.CancelScope() as outer:
+        async with registry.lifespan(concurrency=concurrency):
+            outer.cancel()
+            await anyio.sleep_forever()
+    assert outer.cancelled_caught
+    assert log == [
+        "start db",
+        "start consumer",
+        "start api",
+        "stop api",
+        "consumer teardown",
+        "work ended",
+        "stop consumer",
+        "stop db",
+    ]
+    assert events.count("stopped consumer") == 1
+    assert [e for e in events if e.startswith("stop_failed")] == []
+
+
+async def test_background_task_stops_before_its_dependency_when_cancelled(
+    concurrency: int | None,
+) -> None:
+    """An outer cancellation stops a background task before what it depends on."""
+    log: list[str] = []
+    registry = Registry()
+
+    @registry.resource
+    async def queue() -> AsyncIterator[str]:
+        yield "queue"
+        log.append("stop queue")
+
+    @registry.background
+    async def worker(queue: str) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            log.append("stop worker")
+
+    with anyio.fail_after(5), anyio.CancelScope() as outer:
+        async with registry.lifespan(concurrency=concurrency):
+            outer.cancel()
+            await anyio.sleep_forever()
+    assert log == ["stop worker", "stop queue"]
+
+
+async def test_lifespan_entered_and_exited_in_different_tasks(
+    concurrency: int | None,
+) -> None:
+    """Entering in one task and exiting in another stops everything, in reverse."""
+    log: list[str] = []
+    registry = task_group_registry(log)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    entered = anyio.Event()
+    values: list[ResourceMap] = []
+
+    async def enter() -> None:
+        values.append(await lifespan.__aenter__())
+        entered.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter)
+            await entered.wait()
+        assert values[0]["api"] == "api"
+        await lifespan.__aexit__(None, None, None)
+    assert log[-5:] == [
+        "stop api",
+        "consumer teardown",
+        "work ended",
+        "stop consumer",
+        "stop db",
+    ]
+
+
+@pytest.mark.parametrize(
+    "concurrency",
+    [pytest.param(1, id="sequential"), pytest.param(None, id="concurrent")],
+)
+def test_lifespan_steps_in_separate_asyncio_tasks(concurrency: int | None) -> None:
+    """Each step in its own `run_until_complete`, as some test runners do, works."""
+    log: list[str] = []
+    registry = task_group_registry(log)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    loop = asyncio.new_event_loop()
+    try:
+        resources = loop.run_until_complete(lifespan.__aenter__())
+        assert resources["consumer"] == "consumer"
+        loop.run_until_complete(lifespan.__aexit__(None, None, None))
+    finally:
+        loop.close()
+    assert log[-1] == "stop db"
+    assert log.count("work ended") == 1
+
+
+async def test_task_group_crash_is_reported_while_running(
+    concurrency: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash inside a resource's task group is reported at once; the body goes on."""
+    log: list[str] = []
+    crash = anyio.Event()
+    registry = task_group_registry(log, crash)
+    events = events_of(registry)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    seen: list[ResourceFailedError] = []
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            seen.append(await lifespan.wait_failed())
+            assert seen[0].resource_name == "consumer"
+            assert "failed consumer" in events
+            assert "Resource 'consumer' failed while" in caplog.text
+            # The body is not cancelled: it keeps running until it leaves.
+            await anyio.sleep(0.01)
+            log.append("body done")
+
+    with (
+        anyio.fail_after(5),
+        caplog.at_level(logging.ERROR, logger="lifespan_kit"),
+        pytest.raises(ResourceFailedError) as info,
+    ):
+        await body()
+    assert info.value is seen[0]
+    assert isinstance(info.value.__cause__, CrashError)
+    assert info.value.code == "resource-failed"
+    assert log[-5:] == [
+        "work ended",
+        "body done",
+        "stop api",
+        "stop consumer",
+        "stop db",
+    ]
+    assert "stop_failed consumer" in events
+    assert [e for e in events if e.startswith("stop_failed")] == [
+        "stop_failed consumer"
+    ]
+
+
+async def test_task_group_crash_reported_with_the_cause_when_it_stops(
+    concurrency: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the crashed resource stops, the task's exception is logged as its cause."""
+    crash = anyio.Event()
+    registry = task_group_registry([], crash)
+    lifespan = registry.lifespan(concurrency=concurrency)
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            await lifespan.wait_failed()
+
+    with (
+        anyio.fail_after(5),
+        caplog.at_level(logging.ERROR, logger="lifespan_kit"),
+        pytest.raises(ResourceFailedError, match="'consumer' failed while"),
+    ):
+        await body()
+    assert "cause: CrashError: the consumer loop died" in caplog.text
+
+
+async def test_crash_of_one_resource_leaves_an_unrelated_one_running(
+    concurrency: int | None,
+) -> None:
+    """A crash in one resource's task group cancels nothing of another resource."""
+    crash = anyio.Event()
+    registry = task_group_registry([], crash)
+    ticked = anyio.Event()
+    ticks: list[int] = []
+
+    @registry.resource
+    async def ticker() -> AsyncIterator[list[int]]:
+        async def tick() -> None:
+            while True:
+                await crash.wait()
+                ticks.append(len(ticks))
+                if len(ticks) == 3:
+                    ticked.set()
+                await anyio.sleep(0.001)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            yield ticks
+            tg.cancel_scope.cancel()
+
+    lifespan = registry.lifespan(concurrency=concurrency)
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            await lifespan.wait_failed()
+            await ticked.wait()  # the ticker's task still runs
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError):
+        await body()
+    assert len(ticks) >= 3
+
+
+async def test_start_that_swallows_its_timeout_is_undone_with_its_stop_timeout(
+    concurrency: int | None,
+) -> None:
+    """A start that yields after swallowing its cancellation gets a full teardown."""
+    log: list[str] = []
+    registry = Registry()
+    events = events_of(registry)
+
+    @registry.resource(start_timeout=0.01, stop_timeout=5)
+    async def stubborn() -> AsyncIterator[str]:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass
+        yield "late"
+        await anyio.sleep(0.01)  # a real teardown that waits
+        log.append("torn down")
+
+    with anyio.fail_after(5), pytest.raises(StartTimeoutError) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert info.value.resource_name == "stubborn"
+    assert log == ["torn down"]
+    assert events == [
+        "starting stubborn",
+        "start_failed stubborn",
+        "stopping stubborn",
+        "stopped stubborn",
+    ]
+
+
+async def test_coroutine_that_swallows_its_timeout_reports_no_stop_failure(
+    concurrency: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async function with no teardown that overran logs no teardown failure."""
+    registry = Registry()
+
+    @registry.resource(start_timeout=0.01)
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass
+        return "late"
+
+    with (
+        anyio.fail_after(5),
+        caplog.at_level(logging.WARNING, logger="lifespan_kit"),
+        pytest.raises(StartTimeoutError),
+    ):
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert "stopping" not in caplog.text
+    assert "StopTimeoutError" not in caplog.text
+
+
+async def test_aborted_task_group_factory_is_a_named_startup_error() -> None:
+    """A factory whose task group fails while a sibling's failure aborts it is named."""
+    registry = Registry()
+    started = anyio.Event()
+
+    @registry.resource
+    async def owner() -> AsyncIterator[str]:
+        async def child() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise CrashError("child failed while cancelled")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+            started.set()
+            await anyio.sleep(3600)
+            yield "never"  # pragma: no cover
+
+    @registry.resource
+    async def breaker() -> str:
+        await started.wait()
+        raise OSError("breaker failed")
+
+    events = events_of(registry)
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    errors = info.value.exceptions
+    assert all(isinstance(e, StartupError) for e in errors)
+    assert {e.resource_name for e in errors if isinstance(e, StartupError)} == {
+        "owner",
+        "breaker",
+    }
+    assert sorted(e for e in events if e.startswith("start_failed")) == [
+        "start_failed breaker",
+        "start_failed owner",
+    ]
+
+
+@pytest.mark.parametrize("concurrency", [None, 2])
+async def test_aborted_starts_close_their_starting_event(
+    concurrency: int | None,
+) -> None:
+    """A start cancelled by a sibling's failure gets a start_failed event too."""
+    registry = Registry()
+    errors: list[BaseException | None] = []
+    kinds: list[str] = []
+
+    def listen(event: ResourceEvent) -> None:
+        kinds.append(f"{event.kind} {event.resource_name}")
+        if event.kind == "start_failed":
+            errors.append(event.error)
+
+    registry.add_listener(listen)
+    failing = anyio.Event()
+
+    @registry.resource
+    async def slow() -> AsyncIterator[str]:
+        failing.set()
+        await anyio.sleep(3600)
+        yield "never"  # pragma: no cover
+
+    @registry.resource
+    async def broken() -> str:
+        await failing.wait()
+        raise OSError("broken")
+
+    with anyio.fail_after(5), pytest.raises(StartupError):
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert kinds.count("starting slow") == 1
+    assert kinds.count("start_failed slow") == 1
+    cancelled = [e for e in errors if isinstance(e, StartCancelledError)]
+    assert [e.resource_name for e in cancelled] == ["slow"]
+    assert cancelled[0].code == "start-cancelled"
+
+
+async def test_overrun_blocking_start_events_pair_up(concurrency: int | None) -> None:
+    """A start that blocked past its timeout: starting, start_failed, then its undo."""
+    registry = Registry()
+    events = events_of(registry)
+
+    @registry.resource(start_timeout=0.01)
+    def blocking() -> Iterator[str]:
+        time.sleep(0.03)
+        yield "value"
+
+    with pytest.raises(StartTimeoutError, match="blocked the event loop") as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert info.value.blocked
+    assert events == [
+        "starting blocking",
+        "start_failed blocking",
+        "stopping blocking",
+        "stopped blocking",
+    ]
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+async def test_teardown_that_blocks_the_loop_is_a_stop_timeout(
+    concurrency: int | None, shape: str
+) -> None:
+    """A teardown that blocks the event loop past its stop_timeout is reported."""
+    registry = Registry()
+
+    if shape == "sync":
+
+        def blocking() -> Iterator[str]:
+            yield "value"
+            time.sleep(0.05)
+
+        registry.add("blocking", blocking, stop_timeout=0.01)
+    else:
+
+        async def blocking_async() -> AsyncIterator[str]:
+            yield "value"
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.05)  # noqa: ASYNC251  # blocks the loop on purpose
+
+        registry.add("blocking", blocking_async, stop_timeout=0.01)
+    with pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+    (error,) = info.value.exceptions
+    assert isinstance(error, StopTimeoutError)
+    assert error.resource_name == "blocking"
+    assert error.blocked
+    assert "blocked the event loop" in str(error)
+
+
+async def test_a_start_that_waited_is_not_blamed_for_another_blocking() -> None:
+    """Only the resource that blocked the loop is blamed; one that waited is not."""
+    registry = Registry()
+    gate = anyio.Event()
+
+    @registry.resource(start_timeout=0.02)
+    async def patient() -> AsyncIterator[str]:
+        await gate.wait()
+        yield "patient"
+
+    @registry.resource(start_timeout=0.02)
+    async def blocker() -> AsyncIterator[str]:
+        await anyio.lowlevel.checkpoint()
+        gate.set()
+        time.sleep(0.05)  # noqa: ASYNC251  # blocks the loop on purpose
+        yield "blocker"
+
+    with pytest.raises((StartTimeoutError, ExceptionGroup)) as info:
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    errors = (
+        list(info.value.exceptions)
+        if isinstance(info.value, ExceptionGroup)
+        else [info.value]
+    )
+    blamed = {
+        e.resource_name
+        for e in errors
+        if isinstance(e, StartTimeoutError) and e.blocked
+    }
+    assert blamed == {"blocker"}
+
+
+class Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt or SystemExit raised by a factory."""
+
+
+@pytest.mark.parametrize("listening", [True, False])
+async def test_base_exception_from_a_start_propagates_after_the_rollback(
+    concurrency: int | None, listening: bool
+) -> None:
+    """A non-Exception raised by a start stops what started, then propagates."""
+    log: list[str] = []
+    registry = Registry()
+    events = events_of(registry) if listening else ["start_failed api"]
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        log.append("stop db")
+
+    @registry.resource
+    async def api(db: str) -> str:
+        raise Interrupt
+
+    with anyio.fail_after(5), pytest.raises(Interrupt):
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert log == ["stop db"]
+    assert "start_failed api" in events
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
+)
+@pytest.mark.parametrize(
+    "concurrency",
+    [pytest.param(1, id="sequential"), pytest.param(None, id="concurrent")],
+)
+def test_event_loop_ending_with_the_lifespan_open_stops_it(
+    backend: str, concurrency: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event loop that ends with a lifespan never exited stops it, in reverse."""
+    log: list[str] = []
+    registry = task_group_registry(log)
+    lifespans: list[object] = []
+
+    async def main() -> None:
+        lifespan = registry.lifespan(concurrency=concurrency)
+        lifespans.append(lifespan)
+        await lifespan.__aenter__()
+
+    with caplog.at_level(logging.ERROR, logger="lifespan_kit"):
+        anyio.run(main, backend=backend)
+    # asyncio's end cancels every task, the consumer's own worker among them.
+    stops = [line for line in log if line.startswith("stop")]
+    assert stops == ["stop api", "stop consumer", "stop db"]
+    assert log.count("work ended") == 1
+    assert "failed while" not in caplog.text  # the loop's end is no crash
+    with pytest.warns(ResourceWarning, match="stopped only because its event loop"):
+        lifespans.clear()
+
+
+def test_asyncio_loop_ending_during_startup_stops_what_started() -> None:
+    """An asyncio loop that ends while a start waits stops what already started."""
+    log: list[str] = []
+    registry = Registry()
+    started = asyncio.Event()
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        log.append("stop db")
+
+    @registry.resource
+    async def slow(db: str) -> AsyncIterator[str]:
+        started.set()
+        await anyio.sleep(3600)
+        yield "never"  # pragma: no cover
+
+    async def enter() -> None:
+        await registry.lifespan().__aenter__()
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(enter())
+        await started.wait()
+
+    asyncio.run(main())
+    assert log == ["stop db"]
+
+
+async def test_crashed_resource_whose_teardown_handles_the_crash(
+    concurrency: int | None,
+) -> None:
+    """A crashed resource that catches the task's error in its teardown still fails."""
+    registry = Registry()
+    events = events_of(registry)
+    crash = anyio.Event()
+
+    @registry.resource
+    async def consumer() -> AsyncIterator[str]:
+        async def work() -> None:
+            await crash.wait()
+            raise CrashError("lost")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(work)
+                yield "consumer"
+        except ExceptionGroup:
+            pass  # handled here: the teardown itself ends without an error
+
+    lifespan = registry.lifespan(concurrency=concurrency)
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            await lifespan.wait_failed()
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError) as info:
+        await body()
+    assert info.value.__cause__ is None
+    assert events[-3:] == [
+        "failed consumer",
+        "stopping consumer",
+        "stop_failed consumer",
+    ]
+
+
+async def test_two_crashed_tasks_are_the_cause_together(
+    concurrency: int | None,
+) -> None:
+    """When two tasks of a resource crash, their group is the failure's cause."""
+    registry = Registry()
+    crash = anyio.Event()
+
+    @registry.resource
+    async def consumer() -> AsyncIterator[str]:
+        async def first() -> None:
+            await crash.wait()
+            raise CrashError("first")
+
+        async def second() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise CrashError("second")  # when the first one's crash cancels it
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(second)
+            yield "consumer"
+
+    lifespan = registry.lifespan(concurrency=concurrency)
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            await lifespan.wait_failed()
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError) as info:
+        await body()
+    cause = info.value.__cause__
+    assert isinstance(cause, ExceptionGroup)
+    assert sorted(str(e) for e in cause.exceptions) == ["first", "second"]
+
+
+async def test_teardown_whose_task_group_fails_when_cut_is_a_stop_timeout(
+    concurrency: int | None,
+) -> None:
+    """A teardown cut by its stop_timeout whose task group also fails is named."""
+    registry = Registry()
+
+    @registry.resource(stop_timeout=0.01)
+    async def stubborn() -> AsyncIterator[str]:
+        yield "value"
+
+        async def child() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                raise CrashError("child failed while cancelled")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+    (error,) = info.value.exceptions
+    assert isinstance(error, StopTimeoutError)
+    assert error.resource_name == "stubborn"
+    cause = error.__cause__
+    assert isinstance(cause, ExceptionGroup)
+    assert any(isinstance(e, CrashError) for e in cause.exceptions)
+
+
+async def test_swallowed_start_holding_a_task_group_is_closed(
+    concurrency: int | None,
+) -> None:
+    """A start that holds a task group and swallows its timeout is still closed."""
+    log: list[str] = []
+    registry = Registry()
+
+    @registry.resource(start_timeout=0.01)
+    async def stubborn() -> AsyncIterator[str]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep_forever)
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                pass
+            yield "late"
+            log.append("teardown begins")
+            await anyio.lowlevel.checkpoint()  # cancelled with the start
+            log.append("never")  # pragma: no cover
+        log.append("never either")  # pragma: no cover
+
+    with anyio.fail_after(5), pytest.raises(StartTimeoutError):
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert log == ["teardown begins"]
+
+
+async def test_swallowed_start_holding_a_task_group_whose_teardown_raises(
+    concurrency: int | None,
+) -> None:
+    """Its teardown's own error is reported with the start's timeout."""
+    registry = Registry()
+
+    @registry.resource(start_timeout=0.01)
+    async def stubborn() -> AsyncIterator[str]:
+        async with anyio.create_task_group():
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                pass
+            yield "late"
+            raise OSError("could not close")
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    timeout, stop = info.value.exceptions
+    assert isinstance(timeout, StartTimeoutError)
+    assert isinstance(stop, ShutdownError)
+    assert not isinstance(stop, StopTimeoutError)
+    assert isinstance(stop.__cause__, ExceptionGroup)
+    assert "OSError: could not close" in str(stop)  # the group's content is shown
