@@ -495,3 +495,41 @@ async def test_asgi_lifespan_manager_serves_then_refuses_after_shutdown() -> Non
         with pytest.raises(LifespanNotRunError, match="has stopped"):
             await c.get("/")
     assert served.text == "db"
+
+
+async def test_a_crashed_task_of_a_resource_is_a_runtime_failure_too(
+    policy_log: PolicyLog, concurrency: int | None
+) -> None:
+    """A task a resource holds in its task group crashes: the probes say 503."""
+    crash = Crash()
+    registry = Registry()
+
+    async def consume() -> None:
+        await crash.now.wait()
+        raise ConnectionResetError("the subscription dropped")
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            yield "db"
+
+    app = Starlette(
+        routes=health_routes(),
+        lifespan=lifespan(
+            registry, DbOnly, on_failure="degrade", concurrency=concurrency
+        ),
+    )
+    served = Served()
+    with pytest.raises(LifespanFailedError, match="Resource 'db' failed while the"):
+        await crash_while_serving(
+            app, crash, policy_log, served, until="degraded", paths=("/livez",)
+        )
+    before, after = served.before[0], served.after[0]
+    assert (before.status_code, after.status_code) == (200, 503)
+    assert after.json()["failed"] == {
+        "db": "Resource 'db' failed while the lifespan was running: its task group "
+        "was cancelled from inside. cause: a task it started raised, or it "
+        "cancelled its own task group; the exception is reported when the "
+        "resource stops."
+    }
