@@ -16,32 +16,99 @@ docs for the whole story.
 Async tests get resources on their own event loop, pytest-asyncio's or anyio's
 (asyncio or trio); sync tests get them from a background loop. Each group of
 resources enters and exits in one host task (see `lifespan_kit._pytest_layers`).
+
+Importing this module loads neither the core library nor pydantic: pytest
+imports it in every run of every project where lifespan_kit is installed.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 import types
-from collections.abc import Generator, Mapping
-from typing import cast
+import weakref
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
 
 import pytest
 
-from lifespan_kit._bundle import Bundle, bundle_resource_names, create_bundle
-from lifespan_kit._pytest_layers import (
-    MARKER,
-    SCOPES,
-    Resolver,
-    Scope,
-    Settings,
-    State,
-    scope_index,
-)
-from lifespan_kit._registry import Registry
+if TYPE_CHECKING:
+    from lifespan_kit._bundle import Bundle
+    from lifespan_kit._pytest_layers import State
+    from lifespan_kit._registry import Registry
 
 __all__ = ["MARKER", "SCOPES", "Scope"]
 
-_STATE = pytest.StashKey[State]()
+Scope = Literal["session", "package", "module", "class", "function"]
+"""A pytest fixture scope: how long a resource fixture's value lives.
+
+Example:
+    ```python
+    from lifespan_kit.pytest_plugin import Scope
+
+    scope: Scope = "module"  # as in `lifespan_kit_scopes = db = module`
+    ```
+"""
+
+SCOPES: Final[tuple[Scope, ...]] = (
+    "session",
+    "package",
+    "module",
+    "class",
+    "function",
+)
+"""Every scope, widest first: a resource lives no longer than its dependencies.
+
+Example:
+    ```python
+    from lifespan_kit.pytest_plugin import SCOPES
+
+    assert SCOPES.index("session") < SCOPES.index("function")
+    ```
+"""
+
+MARKER: Final = "lifespan_kit"
+"""The marker that replaces resources for a test, a class or a module.
+
+Example:
+    ```python
+    import pytest
+
+    @pytest.mark.lifespan_kit(clock="fixed")
+    def test_clock(clock: str) -> None:
+        assert clock == "fixed"
+    ```
+"""
+
+_STATE = pytest.StashKey["State"]()
+_SETTINGS = pytest.StashKey["Settings"]()
+_RUNNERS = pytest.StashKey["weakref.WeakKeyDictionary[object, pytest.FixtureDef[object]]"]()
+_REGISTRY_FIXTURE = "lifespan_kit_registry"
+# pytest-asyncio's event loops: one runner fixture per loop scope.
+_RUNNER_FIXTURES: Final = frozenset(f"_{scope}_scoped_runner" for scope in SCOPES)
+# Where pytest itself registers the fixtures of a conftest (its plugin name).
+_CONFTEST_SUFFIX: Final = "conftest.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's ini options, read once."""
+
+    registry: Registry | None
+    registry_path: str
+    default_scope: int
+    scopes: Mapping[str, int]
+    prefix: str
+    bundle: type[Bundle] | None
+
+
+def scope_index(scope: str, where: str) -> int:
+    """Return the position of `scope` in `SCOPES`, or stop pytest with a usage error."""
+    if scope not in SCOPES:
+        message = f"scope {scope!r} {where} is not one of {', '.join(SCOPES)}."
+        raise pytest.UsageError(message)
+    return SCOPES.index(scope)
 
 
 # --- configuration -------------------------------------------------------------
@@ -85,7 +152,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "the marked test, class or module.",
     )
     settings = _read_settings(config)
-    config.stash[_STATE] = State(settings)
+    config.stash[_SETTINGS] = settings
+    config.stash[_RUNNERS] = weakref.WeakKeyDictionary()
     if settings.registry is not None:
         fixtures = _resource_fixtures(settings.registry, settings.prefix)
         module = types.ModuleType("lifespan_kit.pytest_plugin.resource_fixtures")
@@ -110,27 +178,37 @@ def pytest_plugin_registered(
     It runs before pytest reads the conftest's fixtures, so they are scoped to
     the conftest's directory, like fixtures written there by hand.
     """
-    registry = getattr(plugin, "lifespan_kit_registry", None)
-    if not (isinstance(plugin, types.ModuleType) and isinstance(registry, Registry)):
+    registry_module = sys.modules.get("lifespan_kit._registry")
+    if registry_module is None:  # no Registry exists yet, so no conftest holds one
+        return
+    registry = getattr(plugin, _REGISTRY_FIXTURE, None)
+    registry_type = cast("type[Registry]", registry_module.Registry)
+    if not (isinstance(plugin, types.ModuleType) and isinstance(registry, registry_type)):
         return
     prefix = _PREFIXES.get(id(manager))
     if prefix is None:  # an initial conftest: pytest is not configured yet
         _PENDING_CONFTESTS.setdefault(id(manager), []).append(plugin)
-    else:
-        _add_conftest_fixtures(plugin, prefix)
+        return
+    fixtures = _add_conftest_fixtures(plugin, prefix)
+    session = manager.get_plugin("session")
+    if session is not None:  # a conftest found while collecting
+        clashes = _clashes(cast("pytest.Session", session), fixtures)
+        _raise_clashes(clashes, f"the lifespan_kit_registry of {plugin_name}")
 
 
-def _add_conftest_fixtures(conftest: types.ModuleType, prefix: str) -> None:
-    registry = conftest.lifespan_kit_registry
-    assert isinstance(registry, Registry)
+def _add_conftest_fixtures(
+    conftest: types.ModuleType, prefix: str
+) -> dict[str, object]:
+    registry = cast("Registry", conftest.lifespan_kit_registry)
 
-    @pytest.fixture(scope="session", name="lifespan_kit_registry")
+    @pytest.fixture(scope="session", name=_REGISTRY_FIXTURE)
     def conftest_registry() -> Registry:
         return registry
 
     fixtures = _resource_fixtures(registry, prefix)
-    fixtures["_lifespan_kit_conftest_registry"] = conftest_registry
     conftest.__dict__.update(fixtures)
+    conftest.__dict__["_lifespan_kit_conftest_registry"] = conftest_registry
+    return fixtures
 
 
 def _read_settings(config: pytest.Config) -> Settings:
@@ -138,6 +216,8 @@ def _read_settings(config: pytest.Config) -> Settings:
     bundle_path = cast("str", config.getini("lifespan_kit_bundle")).strip()
     registry = None
     if registry_path:
+        from lifespan_kit._registry import Registry
+
         found = _import_object(registry_path, "lifespan_kit_registry")
         if not isinstance(found, Registry):
             message = (
@@ -149,6 +229,8 @@ def _read_settings(config: pytest.Config) -> Settings:
         registry = found
     bundle = None
     if bundle_path:
+        from lifespan_kit._bundle import Bundle
+
         found = _import_object(bundle_path, "lifespan_kit_bundle")
         if not (isinstance(found, type) and issubclass(found, Bundle)):
             message = (
@@ -179,7 +261,7 @@ def _read_settings(config: pytest.Config) -> Settings:
         cast("str", config.getini("lifespan_kit_scope")).strip(), "lifespan_kit_scope"
     )
     prefix = cast("str", config.getini("lifespan_kit_prefix")).strip()
-    return Settings(registry, default, scopes, prefix, bundle)
+    return Settings(registry, registry_path, default, scopes, prefix, bundle)
 
 
 def _import_object(path: str, option: str) -> object:
@@ -205,6 +287,72 @@ def _import_object(path: str, option: str) -> object:
         raise pytest.UsageError(message) from None
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse resource fixtures that would replace pytest's or a plugin's fixtures."""
+    settings = session.config.stash[_SETTINGS]
+    if settings.registry is None:
+        return
+    module = session.config.pluginmanager.get_plugin("lifespan_kit-resource-fixtures")
+    clashes = _clashes(session, cast("dict[str, object]", vars(module)))
+    _raise_clashes(clashes, f"lifespan_kit_registry = {settings.registry_path!r}")
+
+
+def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[str, str]:
+    """Map each resource fixture that shadows a plugin's fixture to that plugin."""
+    ours = {
+        cast("str", fixture.name): fixture
+        for fixture in fixtures.values()
+        if getattr(fixture, "_lifespan_kit_resource", None) is not None
+    }
+    conftests = {
+        cast("str", getattr(plugin, "__name__", ""))
+        for name, plugin in session.config.pluginmanager.list_name_plugin()
+        if name and name.endswith(_CONFTEST_SUFFIX)
+    }
+    # pytest's fixture manager: the only place that knows every plugin's fixtures.
+    fixture_manager = cast(
+        "_FixtureManager", session.config.pluginmanager.get_plugin("funcmanage")
+    )
+    clashes: dict[str, str] = {}
+    for fixture_name in ours:
+        if fixture_name == "request":  # pytest's own, built into every test
+            clashes[fixture_name] = "pytest"
+        for definition in fixture_manager.getfixturedefs(fixture_name, session) or ():
+            home = definition.func.__module__
+            is_ours = getattr(definition.func, "_lifespan_kit_resource", None)
+            if is_ours is None and home not in conftests:
+                clashes[fixture_name] = "pytest" if home.startswith("_pytest") else home
+    return clashes
+
+
+class _FixtureManager(Protocol):
+    def getfixturedefs(
+        self, argname: str, node: pytest.Session
+    ) -> Sequence[pytest.FixtureDef[object]] | None: ...
+
+
+def _raise_clashes(clashes: Mapping[str, str], source: str) -> None:
+    if not clashes:
+        return
+    lines = [
+        f"  resource {name!r} would replace the fixture {name!r} of {owner}"
+        for name, owner in sorted(clashes.items())
+    ]
+    first = min(clashes)
+    message = "\n".join(
+        [
+            f"{source} has resources named like fixtures of pytest or of an "
+            "active plugin; their fixtures would replace those everywhere.",
+            *lines,
+            "  fix: set a prefix for the resource fixtures, e.g. "
+            f'`lifespan_kit_prefix = "res_"` (the fixture becomes `res_{first}`), '
+            "or rename the resource.",
+        ]
+    )
+    raise pytest.UsageError(message)
+
+
 # --- fixtures ------------------------------------------------------------------
 
 
@@ -214,7 +362,8 @@ def lifespan_kit_registry(pytestconfig: pytest.Config) -> Registry:
 
     It is the one the ``lifespan_kit_registry`` ini option (or conftest
     variable) names. Override this fixture in a ``conftest.py`` to replace
-    resources for a whole directory.
+    resources for a whole directory. Resources live no longer than this
+    fixture: keep the override session-scoped to share them across tests.
 
     Example:
         ```python
@@ -225,7 +374,7 @@ def lifespan_kit_registry(pytestconfig: pytest.Config) -> Registry:
             return registry.override(db=FakeDatabase())
         ```
     """
-    registry = pytestconfig.stash[_STATE].settings.registry
+    registry = pytestconfig.stash[_SETTINGS].registry
     if registry is None:
         message = (
             "no registry is configured: set `lifespan_kit_registry = "
@@ -235,12 +384,12 @@ def lifespan_kit_registry(pytestconfig: pytest.Config) -> Registry:
     return registry
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def lifespan_kit_overrides() -> Mapping[str, object]:
     """Replacements for each test that sees an override of this fixture.
 
     They apply like the ``lifespan_kit`` marker on a test, and beat markers;
-    the override may use other fixtures.
+    the override may use other fixtures and have any scope.
 
     Example:
         ```python
@@ -253,24 +402,11 @@ def lifespan_kit_overrides() -> Mapping[str, object]:
             return {"db": FakeDatabase()}
         ```
     """
-    return {}
+    return types.MappingProxyType({})
 
 
 @pytest.fixture
-def _lifespan_kit_test(
-    request: pytest.FixtureRequest,
-    lifespan_kit_registry: Registry,
-    lifespan_kit_overrides: Mapping[str, object],
-) -> Resolver:
-    """Resolve resources for one test, on its event loop."""
-    state = request.config.stash[_STATE]
-    return Resolver(state, request, lifespan_kit_registry, lifespan_kit_overrides)
-
-
-@pytest.fixture
-def lifespan_kit_bundle(
-    request: pytest.FixtureRequest, _lifespan_kit_test: Resolver
-) -> Bundle:
+def lifespan_kit_bundle(request: pytest.FixtureRequest) -> Bundle:
     """The bundle class the ``lifespan_kit_bundle`` ini option names, filled.
 
     Its resources are this test's, with its overrides.
@@ -281,15 +417,19 @@ def lifespan_kit_bundle(
             assert lifespan_kit_bundle.db is not None
         ```
     """
-    bundle = request.config.stash[_STATE].settings.bundle
+    __tracebackhide__ = True
+    bundle = request.config.stash[_SETTINGS].bundle
     if bundle is None:
         message = (
             "no bundle is configured: set `lifespan_kit_bundle = "
             '"module:Class"` in the pytest configuration.'
         )
         raise pytest.UsageError(message)
+    from lifespan_kit._bundle import bundle_resource_names, create_bundle
+
     names = bundle_resource_names(bundle)
-    values = _lifespan_kit_test.values(names)
+    resolver = _state(request.config).resolver(request)
+    values = [resolver.value(name) for name in names]
     return create_bundle(bundle, dict(zip(names, values, strict=True)))
 
 
@@ -299,37 +439,108 @@ def _resource_fixtures(registry: Registry, prefix: str) -> dict[str, object]:
     for resource in registry:
         name = resource.name
 
-        def resource_fixture(_lifespan_kit_test: Resolver, name: str = name) -> object:
-            return _lifespan_kit_test.values((name,))[0]
+        def resource_fixture(request: pytest.FixtureRequest, name: str = name) -> object:
+            __tracebackhide__ = True
+            return _state(request.config).resolver(request).value(name)
 
         resource_fixture.__doc__ = f"The value of resource {name!r}."
+        resource_fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
         fixture_name = f"{prefix}{name}"
-        fixtures[f"_lifespan_kit_fixture_{fixture_name}"] = pytest.fixture(
-            name=fixture_name
-        )(resource_fixture)
+        fixture = pytest.fixture(name=fixture_name)(resource_fixture)
+        fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
+        fixtures[f"_lifespan_kit_fixture_{fixture_name}"] = fixture
     return fixtures
+
+
+def _state(config: pytest.Config) -> State:
+    """Return the run's state, made on first use (it loads the core library)."""
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        from lifespan_kit._pytest_layers import State
+
+        state = config.stash[_STATE] = State(
+            config.stash[_SETTINGS], config.stash[_RUNNERS]
+        )
+    return state
+
+
+# --- hooks that follow the run -------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """Watch the fixtures that decide where and how long resources live."""
+    argname = fixturedef.argname
+    if argname in _RUNNER_FIXTURES:
+        runner = yield
+        # Layers on this loop stop when its runner fixture ends (see State).
+        request.config.stash[_RUNNERS][runner] = fixturedef
+        return runner
+    if argname == "anyio_backend":
+        backend = yield
+        state = request.config.stash.get(_STATE, None)
+        if state is not None:
+            state.use_anyio_backend(backend)
+        return backend
+    if argname == _REGISTRY_FIXTURE:
+        registry = yield
+        _state(request.config).cap_registry(registry, fixturedef.scope)
+        return registry
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail a test whose resource failed while it ran, naming the resource."""
+    __tracebackhide__ = True
+    state = item.config.stash.get(_STATE, None)
+    if state is None:
+        return (yield)
+    try:
+        result = yield
+    except BaseException:
+        state.raise_runtime_failure(item)
+        raise
+    state.raise_runtime_failure(item)
+    return result
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test that does not run on anyio, give anyio's runner back."""
+    state = item.config.stash.get(_STATE, None)
+    if state is not None:
+        state.before_test(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Before an async test on anyio, give back a runner of another backend."""
+    state = pyfuncitem.config.stash.get(_STATE, None)
+    backend = pyfuncitem.funcargs.get("anyio_backend")
+    if state is not None and backend is not None:
+        state.use_anyio_backend(backend)
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_teardown(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, None, None]:
-    """After a test, give anyio's runner back if the next test needs another."""
+    """After a test, give anyio's runner back unless the next test runs on it."""
     try:
         return (yield)
     finally:
-        state = item.config.stash[_STATE]
-        state.release_anyio(state.next_running(nextitem))
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Number the tests, to look past the skipped ones quickly."""
-    state = session.config.stash[_STATE]
-    state.positions = {item: index for index, item in enumerate(session.items)}
-    state.items = session.items
+        state = item.config.stash.get(_STATE, None)
+        if state is not None:
+            state.after_test(item, nextitem)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop what an interrupted run left, and the background loop."""
-    session.config.stash[_STATE].close()
+    state = session.config.stash.get(_STATE, None)
+    if state is not None:
+        state.close()

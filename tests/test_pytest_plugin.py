@@ -90,15 +90,33 @@ def project(pytester: pytest.Pytester, *ini_lines: str, app: str = SAMPLE_APP) -
     pytester.makeini(f"[pytest]\npythonpath = .\n{options}\n")
 
 
+# Installed plugins that load into every run: each sample project turns on
+# only those it is about.
+OPTIONAL_PLUGINS = ("randomly", "xdist", "xdist.looponfail", "hypothesispytest")
+
+
 def run(
-    pytester: pytest.Pytester, *args: str, plugin: str = "anyio"
+    pytester: pytest.Pytester,
+    *args: str,
+    plugin: str = "anyio",
+    plugins: tuple[str, ...] = (),
+    timeout: float | None = None,
 ) -> pytest.RunResult:
     """Run the sample project's tests with one async plugin: anyio or asyncio."""
     other = "asyncio" if plugin == "anyio" else "anyio"
     if plugin == "asyncio":
         args = ("-o", "asyncio_default_fixture_loop_scope=function", *args)
+    disabled = [f"-pno:{name}" for name in OPTIONAL_PLUGINS if name not in plugins]
     return pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", plugin, "-p", f"no:{other}", *args
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        plugin,
+        "-p",
+        f"no:{other}",
+        *disabled,
+        *args,
+        timeout=timeout,
     )
 
 
@@ -654,7 +672,7 @@ def test_async_test_without_an_async_plugin_is_told_what_to_mark(
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p", "no:asyncio", "-p", "no:anyio", "-W", "ignore"
+        "-p", "no:asyncio", "-p", "no:anyio", "-p", "no:randomly", "-W", "ignore"
     )
     result.stdout.fnmatch_lines(["*mark it `@pytest.mark.anyio`*"])
 
@@ -688,13 +706,13 @@ async def test_host_task_stops_its_resources_when_cancelled() -> None:
         log.append("second down")
 
     send, receive = anyio.create_memory_object_stream[
-        tuple[Lifespan[ResourceMap], Reply]
+        tuple[Lifespan[ResourceMap], str, Reply]
     ](1)
-    host = Host(send)
+    host = Host(send, lambda name, error: None)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(host._serve, receive)
-        assert (await host.start(registry.lifespan()))[first] == "first"
-        await host.start(registry.override(first="other").lifespan())
+        tg.start_soon(host.serve, receive)
+        assert (await host.start(registry.lifespan(), "first"))[first] == "first"
+        await host.start(registry.override(first="other").lifespan(), "second")
         tg.cancel_scope.cancel()
     assert log == ["second down", "second down", "first down"]
 
