@@ -39,7 +39,7 @@ import anyio.from_thread
 import pytest
 
 from lifespan_kit._registry import Registry
-from lifespan_kit.pytest_plugin import MARKER, SCOPES, Settings, scope_index
+from lifespan_kit.pytest_plugin import MARKER, SCOPES, Settings
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -149,7 +149,7 @@ class State:
     def __init__(
         self,
         settings: Settings,
-        runners: weakref.WeakKeyDictionary[object, pytest.FixtureDef[object]],
+        runners: Mapping[str, tuple[object, pytest.FixtureDef[object]]],
     ) -> None:
         self.settings = settings
         self.layers: dict[_LayerKey, _Layer] = {}
@@ -160,12 +160,18 @@ class State:
 
     # --- what pytest tells -----------------------------------------------------
 
-    def resolver(self, request: pytest.FixtureRequest) -> Resolver:
+    def resolver(
+        self,
+        request: pytest.FixtureRequest,
+        registry: Registry,
+        fixture_overrides: Mapping[str, object],
+    ) -> Resolver:
         """Return the test's resolver, made by its first resource fixture."""
         item = request.node
         resolver = item.stash.get(_RESOLVER, None)
         if resolver is None:
-            resolver = item.stash[_RESOLVER] = Resolver(self, request)
+            resolver = Resolver(self, request, registry, fixture_overrides)
+            item.stash[_RESOLVER] = resolver
         return resolver
 
     def cap_registry(self, registry: object, scope: str) -> None:
@@ -271,9 +277,7 @@ class State:
             or request.config.getini("asyncio_default_test_loop_scope")
             or "function",
         )
-        runner = cast(
-            "_AsyncioRunner", request.getfixturevalue(f"_{loop_scope}_scoped_runner")
-        )
+        runner = self._current_runner(request, f"_{loop_scope}_scoped_runner")
         for driver in self.drivers:
             if isinstance(driver, _AsyncioDriver) and driver.runner is runner:
                 return driver
@@ -286,13 +290,26 @@ class State:
         # The runner's fixture ends its loop: at the end of the loop scope, or
         # earlier when pytest-asyncio builds another loop (a new loop factory
         # or event loop policy). The layers stop first, on the loop they use.
-        fixturedef = self._runners.get(runner)
-        if fixturedef is not None:
-            fixturedef.addfinalizer(stop)
-        else:  # pragma: no cover  # pytest-asyncio always sets its runner up as a fixture
-            level = scope_index(loop_scope, "of pytest-asyncio's loop")
-            _scope_node(item, level).addfinalizer(stop)
+        _, fixturedef = self._runners[f"_{loop_scope}_scoped_runner"]
+        fixturedef.addfinalizer(stop)
         return driver
+
+    def _current_runner(
+        self, request: pytest.FixtureRequest, name: str
+    ) -> _AsyncioRunner:
+        """Return pytest-asyncio's runner for this test: the one set up last.
+
+        pytest ends a runner fixture when its scope node ends, or when the
+        test's loop factory differs (pytest-asyncio asks for the factory
+        first), so a runner still set up is this test's.
+        """
+        latest = self._runners.get(name)
+        if latest is not None:
+            runner, fixturedef = latest
+            cached = fixturedef.cached_result
+            if cached is not None and cached[0] is runner:
+                return cast("_AsyncioRunner", runner)
+        return cast("_AsyncioRunner", request.getfixturevalue(name))
 
     def stop_driver(self, driver: _Driver) -> list[BaseException]:
         if driver not in self.drivers:
@@ -340,15 +357,17 @@ def _runs_on_anyio(item: pytest.Item) -> bool:
 class Resolver:
     """One test's view: its overrides, its registry and its event loop."""
 
-    def __init__(self, state: State, request: pytest.FixtureRequest) -> None:
+    def __init__(
+        self,
+        state: State,
+        request: pytest.FixtureRequest,
+        registry: Registry,
+        fixture_overrides: Mapping[str, object],
+    ) -> None:
         item = request.node
         assert isinstance(item, pytest.Item)
         self._state = state
         self._item = item
-        registry = cast("Registry", request.getfixturevalue("lifespan_kit_registry"))
-        fixture_overrides = cast(
-            "Mapping[str, object]", request.getfixturevalue("lifespan_kit_overrides")
-        )
         replacements, self._override_levels = _overrides(item, fixture_overrides)
         self._base = registry
         if replacements:

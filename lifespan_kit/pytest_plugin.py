@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-import weakref
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
@@ -83,7 +82,7 @@ Example:
 
 _STATE = pytest.StashKey["State"]()
 _SETTINGS = pytest.StashKey["Settings"]()
-_RUNNERS = pytest.StashKey["weakref.WeakKeyDictionary[object, pytest.FixtureDef[object]]"]()
+_RUNNERS = pytest.StashKey["dict[str, tuple[object, pytest.FixtureDef[object]]]"]()
 _REGISTRY_FIXTURE = "lifespan_kit_registry"
 # pytest-asyncio's event loops: one runner fixture per loop scope.
 _RUNNER_FIXTURES: Final = frozenset(f"_{scope}_scoped_runner" for scope in SCOPES)
@@ -153,7 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = _read_settings(config)
     config.stash[_SETTINGS] = settings
-    config.stash[_RUNNERS] = weakref.WeakKeyDictionary()
+    config.stash[_RUNNERS] = {}
     if settings.registry is not None:
         fixtures = _resource_fixtures(settings.registry, settings.prefix)
         module = types.ModuleType("lifespan_kit.pytest_plugin.resource_fixtures")
@@ -406,7 +405,11 @@ def lifespan_kit_overrides() -> Mapping[str, object]:
 
 
 @pytest.fixture
-def lifespan_kit_bundle(request: pytest.FixtureRequest) -> Bundle:
+def lifespan_kit_bundle(
+    lifespan_kit_registry: Registry,
+    lifespan_kit_overrides: Mapping[str, object],
+    request: pytest.FixtureRequest,
+) -> Bundle:
     """The bundle class the ``lifespan_kit_bundle`` ini option names, filled.
 
     Its resources are this test's, with its overrides.
@@ -428,7 +431,8 @@ def lifespan_kit_bundle(request: pytest.FixtureRequest) -> Bundle:
     from lifespan_kit._bundle import bundle_resource_names, create_bundle
 
     names = bundle_resource_names(bundle)
-    resolver = _state(request.config).resolver(request)
+    state = _state(request.config)
+    resolver = state.resolver(request, lifespan_kit_registry, lifespan_kit_overrides)
     values = [resolver.value(name) for name in names]
     return create_bundle(bundle, dict(zip(names, values, strict=True)))
 
@@ -439,9 +443,18 @@ def _resource_fixtures(registry: Registry, prefix: str) -> dict[str, object]:
     for resource in registry:
         name = resource.name
 
-        def resource_fixture(request: pytest.FixtureRequest, name: str = name) -> object:
+        def resource_fixture(
+            lifespan_kit_registry: Registry,
+            lifespan_kit_overrides: Mapping[str, object],
+            request: pytest.FixtureRequest,
+            name: str = name,
+        ) -> object:
             __tracebackhide__ = True
-            return _state(request.config).resolver(request).value(name)
+            state = _state(request.config)
+            resolver = state.resolver(
+                request, lifespan_kit_registry, lifespan_kit_overrides
+            )
+            return resolver.value(name)
 
         resource_fixture.__doc__ = f"The value of resource {name!r}."
         resource_fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
@@ -476,7 +489,7 @@ def pytest_fixture_setup(
     if argname in _RUNNER_FIXTURES:
         runner = yield
         # Layers on this loop stop when its runner fixture ends (see State).
-        request.config.stash[_RUNNERS][runner] = fixturedef
+        request.config.stash[_RUNNERS][argname] = (runner, fixturedef)
         return runner
     if argname == "anyio_backend":
         backend = yield
