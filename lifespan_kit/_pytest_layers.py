@@ -418,16 +418,16 @@ class Resolver:
         layer = await self._state.open_layer(key, key[2])
         host = layer.host
         assert host is not None
-        slot = _Slot(name, dependencies)
+        # In place before the start: a failure may be reported while it runs.
+        slot = layer.slots[name] = _Slot(name, dependencies)
+        for found in dependencies:
+            found.dependents.append(slot)
         provided = {found.name: found.value for found in dependencies}
         lifespan = self._registry._open_resource(name, provided)  # pyright: ignore[reportPrivateUsage]
         try:
             slot.value = (await host.start(lifespan, name))[name]
         except Exception as exc:
             slot.fail(_prepared(exc))
-        layer.slots[name] = slot
-        for found in dependencies:
-            found.dependents.append(slot)
         return slot
 
     def _key(self, name: str) -> _LayerKey:

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MARKER", "SCOPES", "Scope"]
 
+# pytest leaves the frames of this module out of failure reports, so that a
+# report shows the test and the resource code the user wrote.
+__tracebackhide__ = True
+
 Scope = Literal["session", "package", "module", "class", "function"]
 """A pytest fixture scope: how long a resource fixture's value lives.
 
@@ -83,6 +87,7 @@ Example:
 _STATE = pytest.StashKey["State"]()
 _SETTINGS = pytest.StashKey["Settings"]()
 _RUNNERS = pytest.StashKey["dict[str, tuple[object, pytest.FixtureDef[object]]]"]()
+_TO_CHECK = pytest.StashKey["list[tuple[dict[str, object], str]]"]()
 _REGISTRY_FIXTURE = "lifespan_kit_registry"
 # pytest-asyncio's event loops: one runner fixture per loop scope.
 _RUNNER_FIXTURES: Final = frozenset(f"_{scope}_scoped_runner" for scope in SCOPES)
@@ -153,19 +158,24 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = _read_settings(config)
     config.stash[_SETTINGS] = settings
     config.stash[_RUNNERS] = {}
+    to_check = config.stash[_TO_CHECK] = []
     if settings.registry is not None:
         fixtures = _resource_fixtures(settings.registry, settings.prefix)
         module = types.ModuleType("lifespan_kit.pytest_plugin.resource_fixtures")
         module.__dict__.update(fixtures)
         config.pluginmanager.register(module, "lifespan_kit-resource-fixtures")
+        to_check.append(
+            (fixtures, f"lifespan_kit_registry = {settings.registry_path!r}")
+        )
     manager = id(config.pluginmanager)
     _PREFIXES[manager] = settings.prefix
-    for conftest in _PENDING_CONFTESTS.pop(manager, []):
-        _add_conftest_fixtures(conftest, settings.prefix)
+    for name, conftest in _PENDING_CONFTESTS.pop(manager, []):
+        fixtures = _add_conftest_fixtures(conftest, settings.prefix)
+        to_check.append((fixtures, f"the lifespan_kit_registry of {name}"))
 
 
 _PREFIXES: dict[int, str] = {}
-_PENDING_CONFTESTS: dict[int, list[types.ModuleType]] = {}
+_PENDING_CONFTESTS: dict[int, list[tuple[str | None, types.ModuleType]]] = {}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -186,7 +196,7 @@ def pytest_plugin_registered(
         return
     prefix = _PREFIXES.get(id(manager))
     if prefix is None:  # an initial conftest: pytest is not configured yet
-        _PENDING_CONFTESTS.setdefault(id(manager), []).append(plugin)
+        _PENDING_CONFTESTS.setdefault(id(manager), []).append((plugin_name, plugin))
         return
     fixtures = _add_conftest_fixtures(plugin, prefix)
     session = manager.get_plugin("session")
@@ -289,12 +299,8 @@ def _import_object(path: str, option: str) -> object:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse resource fixtures that would replace pytest's or a plugin's fixtures."""
-    settings = session.config.stash[_SETTINGS]
-    if settings.registry is None:
-        return
-    module = session.config.pluginmanager.get_plugin("lifespan_kit-resource-fixtures")
-    clashes = _clashes(session, cast("dict[str, object]", vars(module)))
-    _raise_clashes(clashes, f"lifespan_kit_registry = {settings.registry_path!r}")
+    for fixtures, source in session.config.stash[_TO_CHECK]:
+        _raise_clashes(_clashes(session, fixtures), source)
 
 
 def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[str, str]:
@@ -420,7 +426,6 @@ def lifespan_kit_bundle(
             assert lifespan_kit_bundle.db is not None
         ```
     """
-    __tracebackhide__ = True
     bundle = request.config.stash[_SETTINGS].bundle
     if bundle is None:
         message = (
@@ -449,7 +454,6 @@ def _resource_fixtures(registry: Registry, prefix: str) -> dict[str, object]:
             request: pytest.FixtureRequest,
             name: str = name,
         ) -> object:
-            __tracebackhide__ = True
             state = _state(request.config)
             resolver = state.resolver(
                 request, lifespan_kit_registry, lifespan_kit_overrides
@@ -507,7 +511,6 @@ def pytest_fixture_setup(
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Fail a test whose resource failed while it ran, naming the resource."""
-    __tracebackhide__ = True
     state = item.config.stash.get(_STATE, None)
     if state is None:
         return (yield)
