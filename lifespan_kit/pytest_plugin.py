@@ -460,9 +460,14 @@ def _resource_fixtures(registry: Registry, prefix: str) -> dict[str, object]:
             )
             return resolver.value(name)
 
+        fixture_name = f"{prefix}{name}"
+        if fixture_name == "request":  # pytest refuses it: report it as a clash
+            fixtures["_lifespan_kit_fixture_request"] = types.SimpleNamespace(
+                name=fixture_name, _lifespan_kit_resource=name
+            )
+            continue
         resource_fixture.__doc__ = f"The value of resource {name!r}."
         resource_fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
-        fixture_name = f"{prefix}{name}"
         fixture = pytest.fixture(name=fixture_name)(resource_fixture)
         fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
         fixtures[f"_lifespan_kit_fixture_{fixture_name}"] = fixture

@@ -1100,7 +1100,7 @@ def test_resources_stop_cleanly_before_each_session_loop_closes(
         import asyncio
 
         def pytest_asyncio_loop_factories(config, item):
-            return {"first": asyncio.new_event_loop, "second": asyncio.new_event_loop}
+            return {"first": asyncio.new_event_loop, "second": asyncio.SelectorEventLoop}
         """
     else:
         conftest = """
