@@ -1298,7 +1298,9 @@ def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     assert_one_task_each(pytester)
 
 
-def test_last_failed_reruns_see_their_own_overrides(pytester: pytest.Pytester) -> None:
+def test_last_failed_reruns_see_their_own_overrides(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--lf runs only the failures, each still with its own overrides."""
     project(pytester)
     pytester.makepyfile(
@@ -1319,7 +1321,7 @@ def test_last_failed_reruns_see_their_own_overrides(pytester: pytest.Pytester) -
     disabled = [f"-pno:{name}" for name in OPTIONAL_PLUGINS]
     first = pytester.runpytest_subprocess(*args, *disabled)
     first.assert_outcomes(passed=21, failed=2)
-    pytester.monkeypatch.setenv("SECOND_RUN", "1")
+    monkeypatch.setenv("SECOND_RUN", "1")
     second = pytester.runpytest_subprocess(*args, *disabled, "--lf")
     second.assert_outcomes(passed=2, deselected=21)
     assert_one_task_each(pytester)
