@@ -1323,5 +1323,6 @@ def test_last_failed_reruns_see_their_own_overrides(
     first.assert_outcomes(passed=21, failed=2)
     monkeypatch.setenv("SECOND_RUN", "1")
     second = pytester.runpytest_subprocess(*args, *disabled, "--lf")
-    second.assert_outcomes(passed=2, deselected=21)
+    outcomes = second.parseoutcomes()
+    assert (outcomes["passed"], outcomes.get("failed", 0)) == (2, 0)
     assert_one_task_each(pytester)
