@@ -191,6 +191,8 @@ class State:
 
     def use_anyio_backend(self, backend: object) -> None:
         """Give back anyio's runner unless it runs `backend`."""
+        if not self._holds_anyio():
+            return
         errors: list[BaseException] = []
         for driver in list(self.drivers):
             if isinstance(driver, _AnyioDriver) and driver.backend != backend:
@@ -206,15 +208,21 @@ class State:
         """
         if _RESOLVER in item.stash:
             del item.stash[_RESOLVER]
-        if next_item is None or not (
-            _runs_on_anyio(next_item) or next_item.get_closest_marker("skip")
+        if self._holds_anyio() and (
+            next_item is None
+            or not (_runs_on_anyio(next_item) or next_item.get_closest_marker("skip"))
         ):
             self.use_anyio_backend(None)
 
     def before_test(self, item: pytest.Item) -> None:
         """Give anyio's runner back before a test that does not run on it."""
-        if not (_runs_on_anyio(item) or item.get_closest_marker("skip")):
+        if self._holds_anyio() and not (
+            _runs_on_anyio(item) or item.get_closest_marker("skip")
+        ):
             self.use_anyio_backend(None)
+
+    def _holds_anyio(self) -> bool:
+        return any(isinstance(driver, _AnyioDriver) for driver in self.drivers)
 
     def raise_runtime_failure(self, item: pytest.Item) -> None:
         """Raise the failure of a resource the test got, if one failed since."""

@@ -27,15 +27,22 @@ import importlib
 import sys
 import types
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 import pytest
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from lifespan_kit._bundle import Bundle
     from lifespan_kit._pytest_layers import State
     from lifespan_kit._registry import Registry
+
+    class _FixtureManager(Protocol):
+        def getfixturedefs(
+            self, argname: str, node: pytest.Session
+        ) -> Sequence[pytest.FixtureDef[object]] | None: ...
+
 
 __all__ = ["MARKER", "SCOPES", "Scope"]
 
@@ -95,16 +102,33 @@ _RUNNER_FIXTURES: Final = frozenset(f"_{scope}_scoped_runner" for scope in SCOPE
 _CONFTEST_SUFFIX: Final = "conftest.py"
 
 
-@dataclass(frozen=True)
 class Settings:
     """The plugin's ini options, read once."""
 
-    registry: Registry | None
-    registry_path: str
-    default_scope: int
-    scopes: Mapping[str, int]
-    prefix: str
-    bundle: type[Bundle] | None
+    __slots__ = (
+        "bundle",
+        "default_scope",
+        "prefix",
+        "registry",
+        "registry_path",
+        "scopes",
+    )
+
+    def __init__(
+        self,
+        registry: Registry | None,
+        registry_path: str,
+        default_scope: int,
+        scopes: Mapping[str, int],
+        prefix: str,
+        bundle: type[Bundle] | None,
+    ) -> None:
+        self.registry = registry
+        self.registry_path = registry_path
+        self.default_scope = default_scope
+        self.scopes = scopes
+        self.prefix = prefix
+        self.bundle = bundle
 
 
 def scope_index(scope: str, where: str) -> int:
@@ -329,12 +353,6 @@ def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[st
             if is_ours is None and home not in conftests:
                 clashes[fixture_name] = "pytest" if home.startswith("_pytest") else home
     return clashes
-
-
-class _FixtureManager(Protocol):
-    def getfixturedefs(
-        self, argname: str, node: pytest.Session
-    ) -> Sequence[pytest.FixtureDef[object]] | None: ...
 
 
 def _raise_clashes(clashes: Mapping[str, str], source: str) -> None:
