@@ -152,9 +152,11 @@ def write_project(folder: Path, tests: int) -> None:
         "plain_broken": "pbroken",
     }
     for name, arguments in cases.items():
+        test = (
+            "\n\n@pytest.mark.asyncio\nasync def test_{index}({arguments}):\n    pass\n"
+        )
         body = "".join(
-            f"\n\n@pytest.mark.asyncio\nasync def test_{index}({arguments}):\n    pass\n"
-            for index in range(tests)
+            test.format(index=index, arguments=arguments) for index in range(tests)
         )
         (folder / f"test_{name}.py").write_text("import pytest\n" + body)
 
@@ -221,9 +223,11 @@ began = time.perf_counter()
 import lifespan_kit.pytest_plugin
 
 elapsed = time.perf_counter() - began
-heavy = sorted(
-    name for name in ("pydantic", "anyio", "lifespan_kit._registry") if name in sys.modules
-)
+heavy = [
+    name
+    for name in ("anyio", "lifespan_kit._registry", "pydantic")
+    if name in sys.modules
+]
 print(elapsed, ",".join(heavy) or "-")
 """
 

@@ -149,7 +149,7 @@ class State:
     def __init__(
         self,
         settings: Settings,
-        runners: Mapping[str, tuple[object, pytest.FixtureDef[object]]],
+        runners: dict[str, tuple[object, pytest.FixtureDef[object]]],
     ) -> None:
         self.settings = settings
         self.layers: dict[_LayerKey, _Layer] = {}
@@ -167,17 +167,18 @@ class State:
         fixture_overrides: Mapping[str, object],
     ) -> Resolver:
         """Return the test's resolver, made by its first resource fixture."""
-        item = request.node
-        resolver = item.stash.get(_RESOLVER, None)
+        stash = cast("pytest.Item", request.node).stash
+        resolver = stash.get(_RESOLVER, None)
         if resolver is None:
-            resolver = Resolver(self, request, registry, fixture_overrides)
-            item.stash[_RESOLVER] = resolver
+            resolver = stash[_RESOLVER] = Resolver(
+                self, request, registry, fixture_overrides
+            )
         return resolver
 
     def cap_registry(self, registry: object, scope: str) -> None:
         """Make the resources of `registry` live no longer than its fixture."""
         if isinstance(registry, Registry):
-            self._registry_levels[registry] = SCOPES.index(cast("str", scope))
+            self._registry_levels[registry] = SCOPES.index(scope)
 
     def registry_level(self, registry: Registry) -> int:
         return self._registry_levels.get(registry, 0)

@@ -94,6 +94,8 @@ Example:
 _STATE = pytest.StashKey["State"]()
 _SETTINGS = pytest.StashKey["Settings"]()
 _RUNNERS = pytest.StashKey["dict[str, tuple[object, pytest.FixtureDef[object]]]"]()
+# Where the resource fixtures are kept, in a module or a conftest.
+_FIXTURE_KEY: Final = "_lifespan_kit_fixture_"
 _TO_CHECK = pytest.StashKey["list[tuple[dict[str, object], str]]"]()
 _REGISTRY_FIXTURE = "lifespan_kit_registry"
 # pytest-asyncio's event loops: one runner fixture per loop scope.
@@ -113,6 +115,13 @@ class Settings:
         "registry_path",
         "scopes",
     )
+
+    registry: Registry | None
+    registry_path: str
+    default_scope: int
+    scopes: Mapping[str, int]
+    prefix: str
+    bundle: type[Bundle] | None
 
     def __init__(
         self,
@@ -216,7 +225,9 @@ def pytest_plugin_registered(
         return
     registry = getattr(plugin, _REGISTRY_FIXTURE, None)
     registry_type = cast("type[Registry]", registry_module.Registry)
-    if not (isinstance(plugin, types.ModuleType) and isinstance(registry, registry_type)):
+    if not (
+        isinstance(plugin, types.ModuleType) and isinstance(registry, registry_type)
+    ):
         return
     prefix = _PREFIXES.get(id(manager))
     if prefix is None:  # an initial conftest: pytest is not configured yet
@@ -329,11 +340,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[str, str]:
     """Map each resource fixture that shadows a plugin's fixture to that plugin."""
-    ours = {
-        cast("str", fixture.name): fixture
-        for fixture in fixtures.values()
-        if getattr(fixture, "_lifespan_kit_resource", None) is not None
-    }
+    ours = [
+        key.removeprefix(_FIXTURE_KEY)
+        for key in fixtures
+        if key.startswith(_FIXTURE_KEY)
+    ]
     conftests = {
         cast("str", getattr(plugin, "__name__", ""))
         for name, plugin in session.config.pluginmanager.list_name_plugin()
@@ -480,15 +491,12 @@ def _resource_fixtures(registry: Registry, prefix: str) -> dict[str, object]:
 
         fixture_name = f"{prefix}{name}"
         if fixture_name == "request":  # pytest refuses it: report it as a clash
-            fixtures["_lifespan_kit_fixture_request"] = types.SimpleNamespace(
-                name=fixture_name, _lifespan_kit_resource=name
-            )
+            fixtures[f"{_FIXTURE_KEY}request"] = None
             continue
         resource_fixture.__doc__ = f"The value of resource {name!r}."
         resource_fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
         fixture = pytest.fixture(name=fixture_name)(resource_fixture)
-        fixture._lifespan_kit_resource = name  # type: ignore[attr-defined]  # recognised by _clashes
-        fixtures[f"_lifespan_kit_fixture_{fixture_name}"] = fixture
+        fixtures[f"{_FIXTURE_KEY}{fixture_name}"] = fixture
     return fixtures
 
 

@@ -916,8 +916,12 @@ async def test_broken(broken, round):
 @pytest.mark.parametrize(
     ("plugin", "mark"),
     [
-        pytest.param("asyncio", 'pytest.mark.asyncio(loop_scope="session")', id="asyncio"),
-        pytest.param("anyio", 'pytest.mark.parametrize("anyio_backend", ["trio"])', id="trio"),
+        pytest.param(
+            "asyncio", 'pytest.mark.asyncio(loop_scope="session")', id="asyncio"
+        ),
+        pytest.param(
+            "anyio", 'pytest.mark.parametrize("anyio_backend", ["trio"])', id="trio"
+        ),
     ],
 )
 def test_every_report_of_a_failed_start_has_the_size_of_the_first(
@@ -1026,10 +1030,11 @@ async def test_unrelated_resource(unrelated):
     assert unrelated == "unrelated"
 """
 
+ON_BACKEND = '[pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["{}"])]'
 RUNNER_MARKS = {
     "asyncio": 'pytest.mark.asyncio(loop_scope="session")',
-    "anyio-asyncio": '[pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]',
-    "trio": '[pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["trio"])]',
+    "anyio-asyncio": ON_BACKEND.format("asyncio"),
+    "trio": ON_BACKEND.format("trio"),
 }
 
 
@@ -1100,7 +1105,10 @@ def test_resources_stop_cleanly_before_each_session_loop_closes(
         import asyncio
 
         def pytest_asyncio_loop_factories(config, item):
-            return {"first": asyncio.new_event_loop, "second": asyncio.SelectorEventLoop}
+            return {
+                "first": asyncio.new_event_loop,
+                "second": asyncio.SelectorEventLoop,
+            }
         """
     else:
         conftest = """
@@ -1230,7 +1238,9 @@ def test_a_conftest_registry_with_a_clash_is_refused(
     result = run(pytester)
     assert result.ret != pytest.ExitCode.OK
     output = result.stdout.str() + result.stderr.str()
-    assert "resource 'tmp_path' would replace the fixture 'tmp_path' of pytest" in output
+    assert (
+        "resource 'tmp_path' would replace the fixture 'tmp_path' of pytest" in output
+    )
     assert "conftest.py" in output
 
 
