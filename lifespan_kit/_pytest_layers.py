@@ -124,9 +124,7 @@ class _Layer:
         self.host: Host | None = None
 
     def fail(self, resource_name: str, error: BaseException) -> None:
-        slot = self.slots.get(resource_name)
-        if slot is not None:
-            slot.fail(_prepared(error))
+        self.slots[resource_name].fail(_prepared(error))
 
     def forget(self) -> None:
         """Unlink this layer's slots from the wider ones they were built on."""
@@ -176,9 +174,19 @@ class State:
         return resolver
 
     def cap_registry(self, registry: object, scope: str) -> None:
-        """Make the resources of `registry` live no longer than its fixture."""
-        if isinstance(registry, Registry):
-            self._registry_levels[registry] = SCOPES.index(scope)
+        """Make the resources of `registry` live no longer than its fixture.
+
+        Raises:
+            pytest.UsageError: When the fixture gives something else.
+        """
+        if not isinstance(registry, Registry):
+            message = (
+                f"the lifespan_kit_registry fixture gave a {type(registry).__name__}, "
+                "not a lifespan_kit Registry: return `registry.override(...)` "
+                "or the registry itself."
+            )
+            raise pytest.UsageError(message)
+        self._registry_levels[registry] = SCOPES.index(scope)
 
     def registry_level(self, registry: Registry) -> int:
         return self._registry_levels.get(registry, 0)
@@ -318,7 +326,9 @@ class State:
             cached = fixturedef.cached_result
             if cached is not None and cached[0] is runner:
                 return cast("_AsyncioRunner", runner)
-        return cast("_AsyncioRunner", request.getfixturevalue(name))
+        # pytest-asyncio sets its runner up before the test's other fixtures;
+        # a fixture that asks for a resource earlier still gets the right one.
+        return cast("_AsyncioRunner", request.getfixturevalue(name))  # pragma: no cover
 
     def stop_driver(self, driver: _Driver) -> list[BaseException]:
         if driver not in self.drivers:
@@ -401,16 +411,8 @@ class Resolver:
         return slot.get()
 
     def _start(self, name: str) -> _Slot:
-        async def resolve() -> _Slot | Exception:
-            try:
-                return await self._resolve(name)
-            except Exception as exc:  # raised below, out of the loop's frames
-                return exc
-
-        outcome = self._driver.run(resolve)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        # Failures come back in the slot, to be raised out of the loop's frames.
+        return self._driver.run(lambda: self._resolve(name))
 
     async def _resolve(self, name: str) -> _Slot:
         key = self._key(name)
@@ -633,20 +635,9 @@ class Host:
         try:
             await lifespan.__aexit__(None, None, None)
         except Exception as exc:  # reported at the end of the layer's scope
-            reported = self._reported
-
-            def was_reported(error: BaseException) -> bool:
-                return any(error is failure for failure in reported)
-
-            if was_reported(exc):
-                return
-            rest: BaseException | None = exc
-            if isinstance(exc, BaseExceptionGroup):
-                _, rest = cast("BaseExceptionGroup[BaseException]", exc).split(
-                    was_reported
-                )
-            if rest is not None:
-                self._errors.append(rest)
+            # A failure while running, raised again on exit, was reported.
+            if not any(exc is failure for failure in self._reported):
+                self._errors.append(exc)
 
 
 def _spawn_task(func: Callable[[], Coroutine[object, object, None]]) -> None:

@@ -209,6 +209,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 _PREFIXES: dict[int, str] = {}
 _PENDING_CONFTESTS: dict[int, list[tuple[str | None, types.ModuleType]]] = {}
+_PENDING_CHECKS: dict[int, list[tuple[dict[str, object], str]]] = {}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -234,10 +235,14 @@ def pytest_plugin_registered(
         _PENDING_CONFTESTS.setdefault(id(manager), []).append((plugin_name, plugin))
         return
     fixtures = _add_conftest_fixtures(plugin, prefix)
+    source = f"the lifespan_kit_registry of {plugin_name}"
     session = manager.get_plugin("session")
-    if session is not None:  # a conftest found while collecting
-        clashes = _clashes(cast("pytest.Session", session), fixtures)
-        _raise_clashes(clashes, f"the lifespan_kit_registry of {plugin_name}")
+    if (
+        session is None
+    ):  # pragma: no cover  # registered by another plugin's pytest_configure
+        _PENDING_CHECKS.setdefault(id(manager), []).append((fixtures, source))
+        return
+    _raise_clashes(_clashes(cast("pytest.Session", session), fixtures), source)
 
 
 def _add_conftest_fixtures(
@@ -334,7 +339,9 @@ def _import_object(path: str, option: str) -> object:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse resource fixtures that would replace pytest's or a plugin's fixtures."""
-    for fixtures, source in session.config.stash[_TO_CHECK]:
+    to_check = session.config.stash[_TO_CHECK]
+    to_check += _PENDING_CHECKS.pop(id(session.config.pluginmanager), [])
+    for fixtures, source in to_check:
         _raise_clashes(_clashes(session, fixtures), source)
 
 

@@ -761,6 +761,7 @@ def test_skipped_tests_between_do_not_end_the_loop(pytester: pytest.Pytester) ->
     project(pytester)
     pytester.makepyfile(
         test_sample="""
+        import anyio
         import pytest
 
         skipped = pytest.mark.skip(reason="not on trio")
@@ -776,9 +777,12 @@ def test_skipped_tests_between_do_not_end_the_loop(pytester: pytest.Pytester) ->
         @pytest.mark.anyio
         async def test_second(repo):
             pass
+
+        def test_sync_last_runs_a_loop():
+            anyio.run(anyio.sleep, 0)
         """
     )
-    run(pytester).assert_outcomes(passed=2, skipped=2)
+    run(pytester).assert_outcomes(passed=3, skipped=2)
     assert events(pytester).count("repo up") == 1
 
 
@@ -983,6 +987,11 @@ async def poller(trigger: Trigger) -> None:
 @registry.resource
 async def feed(poller: None) -> AsyncIterator[str]:
     yield "feed"
+
+
+@registry.resource
+def summary(feed: str, poller: None) -> str:
+    return f"summary({feed})"
 """
 
 TASK_GROUP_POLLER = """
@@ -1001,6 +1010,11 @@ async def poller(trigger: Trigger) -> AsyncIterator[None]:
 @registry.resource
 async def feed(poller: None) -> AsyncIterator[str]:
     yield "feed"
+
+
+@registry.resource
+def summary(feed: str, poller: None) -> str:
+    return f"summary({feed})"
 """
 
 CRASHING_TESTS = """
@@ -1011,7 +1025,7 @@ import pytest
 pytestmark = {mark}
 
 
-async def test_crash_while_running(feed, trigger):
+async def test_crash_while_running(summary, trigger):
     trigger.go.set()
     await trigger.crashed.wait()
     for _ in range(3):
@@ -1143,6 +1157,26 @@ def test_resources_stop_cleanly_before_each_session_loop_closes(
 
 
 # --- a narrower lifespan_kit_registry fixture ---------------------------------
+
+
+def test_a_registry_fixture_that_gives_no_registry_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """An override of the registry fixture must return a registry."""
+    project(pytester)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def lifespan_kit_registry():
+            return {"db": "fake"}
+        """
+    )
+    pytester.makepyfile(test_sample="def test_db(db):\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture gave a dict, not a lifespan_kit Registry*"])
 
 
 def test_a_function_scoped_registry_fixture_does_not_accumulate_resources(
