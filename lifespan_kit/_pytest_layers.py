@@ -212,21 +212,15 @@ class State:
         """Forget the test; give anyio's runner back before a test without it.
 
         A sync test may start a loop of its own (`anyio.run`), which anyio
-        refuses while its runner is held. A skipped test is looked past: its
-        setup never asks for a loop.
+        refuses while its runner is held. A test skipped by a ``skip`` marker
+        is looked past: it asks for no loop, and its own teardown decides for
+        the test after it.
         """
         if _RESOLVER in item.stash:
             del item.stash[_RESOLVER]
         if self._holds_anyio() and (
             next_item is None
             or not (_runs_on_anyio(next_item) or next_item.get_closest_marker("skip"))
-        ):
-            self.use_anyio_backend(None)
-
-    def before_test(self, item: pytest.Item) -> None:
-        """Give anyio's runner back before a test that does not run on it."""
-        if self._holds_anyio() and not (
-            _runs_on_anyio(item) or item.get_closest_marker("skip")
         ):
             self.use_anyio_backend(None)
 
@@ -331,8 +325,6 @@ class State:
         return cast("_AsyncioRunner", request.getfixturevalue(name))  # pragma: no cover
 
     def stop_driver(self, driver: _Driver) -> list[BaseException]:
-        if driver not in self.drivers:
-            return []
         errors = self._stop_layers(
             [key for key, layer in self.layers.items() if layer.driver is driver]
         )

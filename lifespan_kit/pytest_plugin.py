@@ -561,14 +561,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return result
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before a test that does not run on anyio, give anyio's runner back."""
-    state = item.config.stash.get(_STATE, None)
-    if state is not None:
-        state.before_test(item)
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
     """Before an async test on anyio, give back a runner of another backend."""
