@@ -1,4 +1,4 @@
-"""The pytest plugin's machinery: layers of resources, their host tasks, their loops.
+"""The pytest plugin's machinery: layers of resources, and which test gets which.
 
 `lifespan_kit.pytest_plugin` turns ini options, markers and fixture requests
 into calls here; it imports this module only once a registry is in use.
@@ -12,15 +12,14 @@ into calls here; it imports this module only once a registry is in use.
 - Each started resource is a *slot* of its layer: its value, or the failure
   that every test asking for it gets (a failed start, or a failure while it
   runs, which also marks the slots built on it).
-- Each layer enters its resources in one *host task* on the test's event loop,
-  so setup and teardown may come from different tasks (pytest-asyncio does
-  that) while the resources enter and exit in one. The host task also waits
-  on each lifespan's `wait_failed`.
+- Each layer enters its resources in one *host task* on the test's event loop
+  (see `lifespan_kit._pytest_loops`), so setup and teardown may come from
+  different tasks (pytest-asyncio does that) while the resources enter and
+  exit in one. The host task also waits on each lifespan's `wait_failed`.
 - A layer stops, in reverse, when pytest tears its scope node down, or when the
   loop it runs on is about to end; its teardown errors are raised then, once.
-- A *driver* runs coroutines on a test's loop from pytest's synchronous code:
-  pytest-asyncio's runner, anyio's test runner (asyncio or trio), or a
-  background loop for sync tests. A value already started is handed out
+- A *driver* runs coroutines on a test's loop from pytest's synchronous code
+  (see `lifespan_kit._pytest_loops`). A value already started is handed out
   without touching the loop.
 """
 
@@ -30,52 +29,36 @@ import contextlib
 import inspect
 import sys
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar, cast
+from typing import cast
 
-import anyio
-import anyio.from_thread
 import pytest
 
+from lifespan_kit._pytest_loops import (
+    AnyioDriver,
+    AsyncioDriver,
+    AsyncioRunner,
+    Driver,
+    Host,
+    PortalDriver,
+)
 from lifespan_kit._registry import Registry
 from lifespan_kit.pytest_plugin import MARKER, SCOPES, Settings
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
-if TYPE_CHECKING:
-    import asyncio
-
-    from anyio.abc import TestRunner
-    from anyio.streams.memory import (
-        MemoryObjectReceiveStream,
-        MemoryObjectSendStream,
-    )
-
-    from lifespan_kit._bundle import ResourceMap
-    from lifespan_kit._lifespan import Lifespan
-
 # pytest leaves the frames of this module out of failure reports, so that a
 # report starts with the test and the resource code the user wrote.
 __tracebackhide__ = True
-
-T = TypeVar("T")
 
 _FUNCTION = SCOPES.index("function")
 _RESOLVER = pytest.StashKey["Resolver"]()
 
 
-class _Driver(Protocol):
-    """Runs coroutines on one event loop from synchronous fixture code."""
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T: ...
-
-    def close(self) -> None: ...
-
-
 Node = pytest.Item | pytest.Collector
-_LayerKey = tuple["_Driver", int, Node, Registry]
+_LayerKey = tuple["Driver", int, Node, Registry]
 """A layer's identity: its loop, its level, its scope node and its registry."""
 
 
@@ -117,7 +100,7 @@ class _Slot:
 class _Layer:
     """The resources of one scope node on one loop, entered by one host task."""
 
-    def __init__(self, driver: _Driver, level: int) -> None:
+    def __init__(self, driver: Driver, level: int) -> None:
         self.driver = driver
         self.level = level
         self.slots: dict[str, _Slot] = {}
@@ -151,7 +134,7 @@ class State:
     ) -> None:
         self.settings = settings
         self.layers: dict[_LayerKey, _Layer] = {}
-        self.drivers: list[_Driver] = []
+        self.drivers: list[Driver] = []
         self._runners = runners
         self._registry_levels = weakref.WeakKeyDictionary[Registry, int]()
         self._levels = weakref.WeakKeyDictionary[Registry, dict[str, int]]()
@@ -204,7 +187,7 @@ class State:
             return
         errors: list[BaseException] = []
         for driver in list(self.drivers):
-            if isinstance(driver, _AnyioDriver) and driver.backend != backend:
+            if isinstance(driver, AnyioDriver) and driver.backend != backend:
                 errors.extend(self.stop_driver(driver))
         raise_all(errors)
 
@@ -225,7 +208,7 @@ class State:
             self.use_anyio_backend(None)
 
     def _holds_anyio(self) -> bool:
-        return any(isinstance(driver, _AnyioDriver) for driver in self.drivers)
+        return any(isinstance(driver, AnyioDriver) for driver in self.drivers)
 
     def raise_runtime_failure(self, item: pytest.Item) -> None:
         """Raise the failure of a resource the test got, if one failed since."""
@@ -241,7 +224,7 @@ class State:
 
     # --- loops -----------------------------------------------------------------
 
-    def driver_for(self, request: pytest.FixtureRequest) -> _Driver:
+    def driver_for(self, request: pytest.FixtureRequest) -> Driver:
         item = request.node
         assert isinstance(item, pytest.Function)
         if not inspect.iscoroutinefunction(item.obj):
@@ -251,27 +234,27 @@ class State:
             return self._anyio_driver(backend)
         return self._asyncio_driver(request, item)
 
-    def _portal_driver(self, item: pytest.Item) -> _Driver:
+    def _portal_driver(self, item: pytest.Item) -> Driver:
         for driver in self.drivers:
-            if isinstance(driver, _PortalDriver):
+            if isinstance(driver, PortalDriver):
                 return driver
-        driver = _PortalDriver()
+        driver = PortalDriver()
         self.drivers.append(driver)
         item.session.addfinalizer(lambda: raise_all(self.stop_driver(driver)))
         return driver
 
-    def _anyio_driver(self, backend: object) -> _Driver:
+    def _anyio_driver(self, backend: object) -> Driver:
         self.use_anyio_backend(backend)  # one runner at a time
         for driver in self.drivers:
-            if isinstance(driver, _AnyioDriver):
+            if isinstance(driver, AnyioDriver):
                 return driver
-        driver = _AnyioDriver(backend)
+        driver = AnyioDriver(backend)
         self.drivers.append(driver)
         return driver
 
     def _asyncio_driver(
         self, request: pytest.FixtureRequest, item: pytest.Function
-    ) -> _Driver:
+    ) -> Driver:
         if not request.config.pluginmanager.has_plugin("asyncio"):
             message = (
                 f"{item.nodeid} is an async test, but neither anyio's pytest plugin "
@@ -290,9 +273,9 @@ class State:
         )
         runner = self._current_runner(request, f"_{loop_scope}_scoped_runner")
         for driver in self.drivers:
-            if isinstance(driver, _AsyncioDriver) and driver.runner is runner:
+            if isinstance(driver, AsyncioDriver) and driver.runner is runner:
                 return driver
-        driver = _AsyncioDriver(runner)
+        driver = AsyncioDriver(runner)
         self.drivers.append(driver)
 
         def stop() -> None:
@@ -307,7 +290,7 @@ class State:
 
     def _current_runner(
         self, request: pytest.FixtureRequest, name: str
-    ) -> _AsyncioRunner:
+    ) -> AsyncioRunner:
         """Return pytest-asyncio's runner for this test: the one set up last.
 
         pytest ends a runner fixture when its scope node ends, or when the
@@ -319,12 +302,12 @@ class State:
             runner, fixturedef = latest
             cached = fixturedef.cached_result
             if cached is not None and cached[0] is runner:
-                return cast("_AsyncioRunner", runner)
+                return cast("AsyncioRunner", runner)
         # pytest-asyncio sets its runner up before the test's other fixtures;
         # a fixture that asks for a resource earlier still gets the right one.
-        return cast("_AsyncioRunner", request.getfixturevalue(name))  # pragma: no cover
+        return cast("AsyncioRunner", request.getfixturevalue(name))  # pragma: no cover
 
-    def stop_driver(self, driver: _Driver) -> list[BaseException]:
+    def stop_driver(self, driver: Driver) -> list[BaseException]:
         errors = self._stop_layers(
             [key for key, layer in self.layers.items() if layer.driver is driver]
         )
@@ -533,178 +516,3 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
 def _is_library_frame(tb: TracebackType) -> bool:
     module = cast("str", tb.tb_frame.f_globals.get("__name__", ""))
     return module.startswith(("lifespan_kit.", "anyio.", "contextlib"))
-
-
-# --- the host task -------------------------------------------------------------
-
-_Request = tuple["Lifespan[ResourceMap]", str, "Reply"]
-
-
-class Reply:
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: ResourceMap | None = None
-        self.error: Exception | None = None
-
-
-class Host:
-    """One task that enters a layer's lifespans, watches them, exits them in reverse.
-
-    A lifespan's failure while it runs (`Lifespan.wait_failed`) is passed to
-    `on_failure` at once, and left out of the errors of the teardown.
-    """
-
-    def __init__(
-        self,
-        send: MemoryObjectSendStream[_Request],
-        on_failure: Callable[[str, BaseException], None],
-    ) -> None:
-        self._send = send
-        self._on_failure = on_failure
-        self._stopped = anyio.Event()
-        self._errors: list[BaseException] = []
-        self._reported: list[BaseException] = []
-
-    @classmethod
-    async def spawn(cls, on_failure: Callable[[str, BaseException], None]) -> Host:
-        send, receive = anyio.create_memory_object_stream[_Request](1)
-        host = cls(send, on_failure)
-        _spawn_task(lambda: host.serve(receive))
-        return host
-
-    async def start(self, lifespan: Lifespan[ResourceMap], name: str) -> ResourceMap:
-        reply = Reply()
-        await self._send.send((lifespan, name, reply))
-        await reply.done.wait()
-        if reply.error is not None:
-            raise reply.error
-        assert reply.value is not None
-        return reply.value
-
-    async def stop(self) -> list[BaseException]:
-        self._send.close()
-        await self._stopped.wait()
-        return self._errors
-
-    async def serve(self, requests: MemoryObjectReceiveStream[_Request]) -> None:
-        """Enter each lifespan sent, until the stream closes; then exit them all."""
-        opened: list[Lifespan[ResourceMap]] = []
-        watchers: list[anyio.CancelScope] = []
-        try:
-            async with anyio.create_task_group() as tg:
-                try:
-                    with requests:
-                        async for lifespan, name, reply in requests:
-                            try:
-                                reply.value = await lifespan.__aenter__()
-                            except Exception as exc:
-                                reply.error = exc
-                            else:
-                                opened.append(lifespan)
-                                watcher = anyio.CancelScope()
-                                watchers.append(watcher)
-                                tg.start_soon(self._watch, lifespan, name, watcher)
-                            finally:
-                                reply.done.set()
-                finally:
-                    for watcher in watchers:
-                        watcher.cancel()
-                    for lifespan in reversed(opened):
-                        await self._exit(lifespan)
-        finally:
-            self._send.close()
-            self._stopped.set()
-
-    async def _watch(
-        self, lifespan: Lifespan[ResourceMap], name: str, scope: anyio.CancelScope
-    ) -> None:
-        with scope:
-            error = await lifespan.wait_failed()
-            self._reported.append(error)
-            self._on_failure(name, error)
-
-    async def _exit(self, lifespan: Lifespan[ResourceMap]) -> None:
-        try:
-            await lifespan.__aexit__(None, None, None)
-        except Exception as exc:  # reported at the end of the layer's scope
-            # A failure while running, raised again on exit, was reported.
-            if not any(exc is failure for failure in self._reported):
-                self._errors.append(exc)
-
-
-def _spawn_task(func: Callable[[], Coroutine[object, object, None]]) -> None:
-    """Start `func` in a task of its own that outlives the calling task."""
-    import asyncio
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        trio.lowlevel.spawn_system_task(func)
-    else:
-        task = loop.create_task(func())
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
-
-
-_TASKS: set[asyncio.Task[None]] = set()
-
-
-# --- drivers: where a test's event loop comes from -----------------------------
-
-
-class _PortalDriver:
-    """A background loop for sync tests, alive until the end of the session."""
-
-    def __init__(self) -> None:
-        self._stack = contextlib.ExitStack()
-        self._portal = self._stack.enter_context(
-            anyio.from_thread.start_blocking_portal("asyncio")
-        )
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T:
-        return self._portal.call(func)
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-class _AnyioDriver:
-    """anyio's test runner, kept open between tests of the same backend."""
-
-    def __init__(self, backend: object) -> None:
-        from anyio.pytest_plugin import extract_backend_and_options, get_runner
-
-        self.backend = backend
-        name, options = extract_backend_and_options(backend)
-        self._stack = contextlib.ExitStack()
-        self._runner: TestRunner = self._stack.enter_context(get_runner(name, options))
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T:
-        return self._runner.run_fixture(func, {})
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-class _AsyncioRunner(Protocol):
-    """What pytest-asyncio's runner fixtures give: an `asyncio.Runner`."""
-
-    def run(self, coro: Coroutine[object, object, T]) -> T: ...
-
-
-class _AsyncioDriver:
-    """pytest-asyncio's runner for the test's loop scope."""
-
-    def __init__(self, runner: _AsyncioRunner) -> None:
-        self.runner = runner
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T:
-        async def call() -> T:
-            return await func()
-
-        return self.runner.run(call())
-
-    def close(self) -> None:
-        """The runner is pytest-asyncio's: it closes it."""

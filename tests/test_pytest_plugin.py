@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from lifespan_kit import Lifespan, Registry, ResourceMap
-from lifespan_kit._pytest_layers import Host, Reply  # a unit test of the host task
+from lifespan_kit._pytest_loops import Host, Reply  # a unit test of the host task
 
 pytest_plugins = ["pytester"]
 
