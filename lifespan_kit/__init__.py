@@ -6,20 +6,24 @@ test fixtures. See the [Registry][lifespan_kit.Registry] to begin.
 
 from __future__ import annotations
 
-from lifespan_kit._bundle import Bundle, ResourceMap
-from lifespan_kit._lifespan import Lifespan
-from lifespan_kit._registry import Registry
-from lifespan_kit._report import (
-    EventKind,
-    HealthReport,
-    Listener,
-    ResourceEvent,
-    ResourceHealth,
-    ResourceTiming,
-    StartupReport,
-)
-from lifespan_kit._resource import Resource
-from lifespan_kit._runner import run
+import importlib
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from lifespan_kit._bundle import Bundle, ResourceMap
+    from lifespan_kit._lifespan import Lifespan
+    from lifespan_kit._registry import Registry
+    from lifespan_kit._report import (
+        EventKind,
+        HealthReport,
+        Listener,
+        ResourceEvent,
+        ResourceHealth,
+        ResourceTiming,
+        StartupReport,
+    )
+    from lifespan_kit._resource import Resource
+    from lifespan_kit._runner import run
 
 __all__ = [
     "Bundle",
@@ -36,3 +40,36 @@ __all__ = [
     "StartupReport",
     "run",
 ]
+
+# The public names are imported on first use: pytest imports the plugin
+# module, and so this package, in every run where lifespan_kit is installed,
+# and that must stay cheap until a project configures a registry.
+_HOMES: Final = {
+    "Bundle": "_bundle",
+    "EventKind": "_report",
+    "HealthReport": "_report",
+    "Lifespan": "_lifespan",
+    "Listener": "_report",
+    "Registry": "_registry",
+    "Resource": "_resource",
+    "ResourceEvent": "_report",
+    "ResourceHealth": "_report",
+    "ResourceMap": "_bundle",
+    "ResourceTiming": "_report",
+    "StartupReport": "_report",
+    "run": "_runner",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        message = f"module 'lifespan_kit' has no attribute {name!r}"
+        raise AttributeError(message)
+    value: object = getattr(importlib.import_module(f"lifespan_kit.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -390,8 +390,21 @@ def _definitions(module_name: str) -> dict[str, str | None]:
     if not path.exists():
         path = ROOT / module_name.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    # The package imports its public names lazily: under `if TYPE_CHECKING:`.
+    is_package = path.name == "__init__.py"
+    body = [
+        inner
+        for node in tree.body
+        for inner in (
+            node.body
+            if is_package
+            and isinstance(node, ast.If)
+            and ast.unparse(node.test) == "TYPE_CHECKING"
+            else [node]
+        )
+    ]
     found: dict[str, str | None] = {}
-    for node, after in zip(tree.body, [*tree.body[1:], None], strict=True):
+    for node, after in zip(body, [*body[1:], None], strict=True):
         if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             # Overloads come first, without docstrings; the implementation has one.
             found[node.name] = ast.get_docstring(node) or found.get(node.name)
