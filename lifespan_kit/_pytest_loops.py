@@ -72,7 +72,8 @@ class Host:
         self._on_failure = on_failure
         self._stopped = anyio.Event()
         self._errors: list[BaseException] = []
-        self._reported: list[BaseException] = []
+        # Each failure reported while running, with its cause at that moment.
+        self._reported: list[tuple[BaseException, BaseException | None]] = []
 
     @classmethod
     async def spawn(cls, on_failure: Callable[[str, BaseException], None]) -> Host:
@@ -129,15 +130,19 @@ class Host:
     ) -> None:
         with scope:
             error = await lifespan.wait_failed()
-            self._reported.append(error)
+            self._reported.append((error, error.__cause__))
             self._on_failure(name, error)
 
     async def _exit(self, lifespan: Lifespan[ResourceMap]) -> None:
         try:
             await lifespan.__aexit__(None, None, None)
         except Exception as exc:  # reported at the end of the layer's scope
-            # A failure while running, raised again on exit, was reported.
-            if not any(exc is failure for failure in self._reported):
+            # A failure while running, raised again on exit, was reported; but
+            # a crash in a resource's task group learns its cause only now.
+            if not any(
+                exc is failure and exc.__cause__ is cause
+                for failure, cause in self._reported
+            ):
                 self._errors.append(exc)
 
 
