@@ -6,6 +6,8 @@ test fixtures. See the [Registry][lifespan_kit.Registry] to begin.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lifespan_kit._bundle import Bundle, ResourceMap
 from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._registry import Registry
@@ -36,3 +38,18 @@ __all__ = [
     "StartupReport",
     "run",
 ]
+
+if TYPE_CHECKING:
+    __version__: str
+    """The installed version, from the package metadata (added in 0.1)."""
+else:
+
+    def __getattr__(name: str) -> object:
+        # Read on first use, not at import: `import lifespan_kit` stays cheap.
+        if name != "__version__":
+            message = f"module 'lifespan_kit' has no attribute {name!r}"
+            raise AttributeError(message)
+        from importlib.metadata import version
+
+        globals()["__version__"] = found = version("lifespan_kit")
+        return found
