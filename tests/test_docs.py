@@ -49,6 +49,7 @@ import lifespan_kit.errors
 import lifespan_kit.fastapi
 import lifespan_kit.pytest_plugin
 import lifespan_kit.starlette
+from docs.hooks import cli_reference
 from lifespan_kit.errors import DOCS_URL, ErrorCode, GraphError, LifespanKitError
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
@@ -588,3 +589,63 @@ def test_command_line_transcript_is_current(
     """A `lifespan-kit check` or `graph` shown with its output prints that output."""
     assert lifespan_kit.cli.main(argv) == 0
     assert capsys.readouterr().out == output
+
+
+# --- the site's build ------------------------------------------------------------
+
+MKDOCS_CONFIG = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+
+
+def test_command_line_reference_is_each_commands_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built CLI reference shows exactly what `lifespan-kit ... --help` prints."""
+    page = (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
+    built = cli_reference.on_page_markdown(page)
+    monkeypatch.setenv("COLUMNS", cli_reference.ENVIRONMENT["COLUMNS"])
+    for argv in ([], ["run"], ["check"], ["graph"]):
+        with pytest.raises(SystemExit):
+            lifespan_kit.cli.main([*argv, "--help"])
+        help_text = capsys.readouterr().out
+        assert "usage: lifespan-kit" in help_text
+        assert f"```text\n{help_text}```" in built, argv
+    assert cli_reference.PLACEHOLDER not in built
+
+
+def test_command_line_reference_hook_is_registered() -> None:
+    """mkdocs runs the hook that generates the CLI reference, and does not publish it."""
+    assert "hooks:\n  - docs/hooks/cli_reference.py\n" in MKDOCS_CONFIG
+    assert "exclude_docs: |\n  hooks/\n" in MKDOCS_CONFIG
+
+
+def test_other_pages_are_left_alone() -> None:
+    """The hook changes only a page with its placeholder line."""
+    page = "# Title\n\nSee `<!-- lifespan-kit --help -->` in cli.md.\n"
+    assert cli_reference.on_page_markdown(page) == page
+
+
+def test_strict_build_fails_on_dead_links() -> None:
+    """Under `strict`, a link to a missing page or anchor, or an unchecked one, fails."""
+    validation = MKDOCS_CONFIG.split("\nvalidation:\n", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"^strict: true$", MKDOCS_CONFIG, re.MULTILINE)
+    for key in ("not_found", "absolute_links", "unrecognized_links", "anchors"):
+        assert re.search(rf"^    {key}: warn$", validation, re.MULTILINE), key
+
+
+def test_docs_environment_formats_signatures() -> None:
+    """The docs group installs a formatter, so the reference shows whole signatures."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    group = re.search(r"^docs = \[\n(.*?)^\]", pyproject, re.MULTILINE | re.DOTALL)
+    assert group is not None
+    names = set(re.findall(r'^    "([\w-]+)', group.group(1), re.MULTILINE))
+    assert {"mkdocstrings", "mkdocs-material"} <= names
+    assert names & {"ruff", "black"}
+
+
+@pytest.mark.parametrize("path", ["CHANGELOG.md", "README.md"])
+def test_links_outside_the_site_are_absolute(path: str) -> None:
+    """The changelog and the README are read off the site too: no relative links."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert targets
+    assert [t for t in targets if not t.startswith("https://")] == []
