@@ -116,7 +116,9 @@ def test_project_urls_lead_to_the_docs_source_changelog_and_issues(
 def test_classifiers_name_the_pythons_and_frameworks(metadata: Message) -> None:
     """Every supported Python version and both frameworks are classifiers."""
     classifiers = set(metadata.get_all("Classifier", []))
-    pythons = {f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 15)}
+    pythons = {
+        f"Programming Language :: Python :: 3.{minor}" for minor in range(10, 15)
+    }
     assert pythons <= classifiers
     assert {"Framework :: FastAPI", "Framework :: Pytest", "Typing :: Typed"} <= (
         classifiers
@@ -129,7 +131,9 @@ def test_long_description_is_the_readme(metadata: Message) -> None:
     """The index shows the README, as Markdown."""
     assert metadata["Description-Content-Type"] == "text/markdown"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert metadata.get_payload().strip() == readme.strip()
+    description = metadata.get_payload()
+    assert isinstance(description, str)
+    assert description.strip() == readme.strip()
 
 
 def test_wheel_holds_the_typed_package_and_its_license(wheel: Path) -> None:
@@ -221,6 +225,14 @@ def test_sdist_test_suite_collects(
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path, filter="data")
     [project] = tmp_path.iterdir()
-    command = ("python", "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
+    command = (
+        "python",
+        "-m",
+        "pytest",
+        "--collect-only",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    )
     output = _run(environment, *command, cwd=project)
     assert re.search(r"^\d+ tests collected", output, re.MULTILINE), output
