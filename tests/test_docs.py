@@ -413,10 +413,51 @@ def test_every_page_has_tested_code() -> None:
     assert any(block.shows_example for block in BLOCKS)
 
 
+COMPARISON = (DOCS / "comparison.md").read_text(encoding="utf-8")
+
+
 def test_comparison_includes_the_benchmark_results() -> None:
     """The comparison page shows bench/RESULTS.md itself, never copied figures."""
-    page = (DOCS / "comparison.md").read_text(encoding="utf-8")
-    assert '--8<-- "bench/RESULTS.md' in page
+    assert '--8<-- "bench/RESULTS.md' in COMPARISON
+
+
+def _comparison_tables() -> list[list[list[str]]]:
+    """Return the rows of each table of the comparison page, header first."""
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in COMPARISON.splitlines():
+        if line.startswith("|") and not previous.startswith("|"):
+            tables.append([])
+        if line.startswith("|") and not line.startswith("|---"):
+            tables[-1].append([cell.strip() for cell in line.strip("|").split(" | ")])
+        previous = line
+    return tables
+
+
+def test_comparison_cells_name_their_source() -> None:
+    """Each cell about another library cites its docs [n] or the benchmarks [B]."""
+    tables = _comparison_tables()
+    cited = re.compile(r"\[\d\]|\\\[B\\\]")
+    rows = [row for table in tables for row in table[1:]]
+    peers = [row for row in rows if row[0] != "lifespan_kit"]
+    assert len(peers) == 7 * len(tables)
+    unsourced = [
+        (row[0], cell)
+        for row in peers
+        for cell in row[1:]
+        if not cell.startswith("—") and not cited.search(cell)
+    ]
+    assert unsourced == []
+
+
+def test_comparison_fits_a_laptop_screen() -> None:
+    """Tables stay narrow, and the benchmark output has the page's width to use."""
+    assert max(len(table[0]) for table in _comparison_tables()) <= 5
+    assert COMPARISON.startswith("---\n")
+    assert "hide:\n  - toc\n" in COMPARISON
+    assert '<div class="benchmark-results" markdown>' in COMPARISON
+    stylesheet = (DOCS / "stylesheets" / "extra.css").read_text(encoding="utf-8")
+    assert ".benchmark-results pre > code {\n  white-space: pre-wrap;" in stylesheet
 
 
 # --- the API reference ----------------------------------------------------------
