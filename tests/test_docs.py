@@ -363,6 +363,17 @@ def tutorial_files() -> dict[str, str]:
     return {path: "\n\n\n".join(texts) + "\n" for path, texts in parts.items()}
 
 
+def test_tutorial_files_fit_the_page() -> None:
+    """The tutorial's files have lines of at most 79 characters: no side scrolling."""
+    long_lines = [
+        (path, line)
+        for path, text in tutorial_files().items()
+        for line in text.splitlines()
+        if len(line) > 79
+    ]
+    assert long_lines == []
+
+
 def test_code_blocks_type_check(tmp_path: Path) -> None:
     """Every tested block passes mypy in strict mode, as the project's code does.
 
