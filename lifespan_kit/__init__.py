@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from lifespan_kit._resource import Resource
     from lifespan_kit._runner import run
 
+    __version__: str
+    """The installed version, from the package metadata (added in 0.1)."""
+
 __all__ = [
     "Bundle",
     "EventKind",
@@ -61,15 +64,23 @@ _HOMES: Final = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        message = f"module 'lifespan_kit' has no attribute {name!r}"
-        raise AttributeError(message)
-    value: object = getattr(importlib.import_module(f"lifespan_kit.{home}"), name)
-    globals()[name] = value
-    return value
+# Hidden from type checkers, which see the imports above: a misspelt name
+# stays an error for them.
+if not TYPE_CHECKING:
 
+    def __getattr__(name: str) -> object:
+        if name == "__version__":
+            from importlib.metadata import version
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+            globals()["__version__"] = found = version("lifespan_kit")
+            return found
+        home = _HOMES.get(name)
+        if home is None:
+            message = f"module 'lifespan_kit' has no attribute {name!r}"
+            raise AttributeError(message)
+        value: object = getattr(importlib.import_module(f"lifespan_kit.{home}"), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

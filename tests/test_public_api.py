@@ -163,7 +163,7 @@ def test_blocker_fails_imports_of_installed_modules() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     """The lazily filled package namespace still refuses names it does not have."""
     with pytest.raises(AttributeError, match="has no attribute 'Regsitry'"):
-        _ = lifespan_kit.Regsitry  # the typo is the test
+        _ = lifespan_kit.Regsitry  # type: ignore[attr-defined]  # the typo is the test
 
 
 def test_dir_lists_every_public_name_before_first_use() -> None:
