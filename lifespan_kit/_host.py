@@ -129,8 +129,7 @@ class Host:
             innermost = self._innermost = self._find_innermost()
         if innermost() is scope and not is_cancelled:
             return False
-        if scope is self._shared:
-            self._shared = None
+        self._shared = None  # `scope` is the shared one: each start runs in it
         return True
 
     def forget(self, scope: Scope) -> None:

@@ -181,10 +181,12 @@ def test_lifespan_steps_in_separate_asyncio_tasks(concurrency: int | None) -> No
         resources = loop.run_until_complete(lifespan.__aenter__())
         assert resources["consumer"] == "consumer"
         loop.run_until_complete(lifespan.__aexit__(None, None, None))
-    finally:
+    # On Python 3.11, coverage loses this frame's trace once the loop has run an
+    # async generator that holds a task group: these lines run, unrecorded.
+    finally:  # pragma: no cover
         loop.close()
-    assert log[-1] == "stop db"
-    assert log.count("work ended") == 1
+    assert log[-1] == "stop db"  # pragma: no cover
+    assert log.count("work ended") == 1  # pragma: no cover
 
 
 async def test_task_group_crash_is_reported_while_running(
@@ -596,7 +598,8 @@ def test_asyncio_loop_ending_during_startup_stops_what_started() -> None:
         await started.wait()
 
     asyncio.run(main())
-    assert log == ["stop db"]
+    # Unrecorded on Python 3.11, as in test_lifespan_steps_in_separate_asyncio_tasks.
+    assert log == ["stop db"]  # pragma: no cover
 
 
 async def test_crashed_resource_whose_teardown_handles_the_crash(

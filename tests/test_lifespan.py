@@ -1107,14 +1107,20 @@ class Interrupt(BaseException):
     """Stands in for KeyboardInterrupt inside a teardown."""
 
 
-async def test_base_exception_in_teardown_propagates_after_the_rest() -> None:
+async def test_base_exception_in_teardown_propagates_after_the_rest(
+    concurrency: int | None,
+) -> None:
     """A non-Exception raised by a teardown is not turned into a ShutdownError."""
     recorder = Recorder()
     registry = Registry()
     registry.add("first", recorder.generator("first"))
-    registry.add("second", recorder.generator("second", fail_stop=Interrupt()))
+    registry.add(
+        "second",
+        recorder.generator("second", fail_stop=Interrupt()),
+        depends={"first": "first"},
+    )
     with pytest.raises(Interrupt):
-        async with registry.lifespan(concurrency=1):
+        async with registry.lifespan(concurrency=concurrency):
             pass
     assert recorder.events[-2:] == ["stop second", "stop first"]
 
