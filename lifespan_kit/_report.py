@@ -10,7 +10,7 @@ from typing import ClassVar, Final, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from lifespan_kit.errors import ResourceFailedError
+from lifespan_kit.errors import ResourceFailedError, StartCancelledError
 
 logger: Final = logging.getLogger("lifespan_kit")
 
@@ -132,19 +132,43 @@ class Monitor:
                 )
 
 
+_EVENT_WORDS: Final[dict[EventKind, str]] = {
+    "starting": "starting",
+    "started": "started",
+    "start_failed": "failed to start",
+    "failed": "failed while running",
+    "stopping": "stopping",
+    "stopped": "stopped",
+    "stop_failed": "failed to stop",
+}
+
+
+def describe_event(event: ResourceEvent) -> str:
+    """Say what happened in words: "started", "failed to start", ...
+
+    A start cancelled because another one failed is "cancelled while
+    starting": not the resource's own failure.
+    """
+    if isinstance(event.error, StartCancelledError):
+        return "cancelled while starting"
+    return _EVENT_WORDS[event.kind]
+
+
 def _log(event: ResourceEvent) -> None:
     extra = {
         "lifespan_kit_resource": event.resource_name,
         "lifespan_kit_event": event.kind,
         "lifespan_kit_duration": event.duration,
     }
+    words = describe_event(event)
     if event.duration is None:
-        logger.debug("Resource '%s' %s.", event.resource_name, event.kind, extra=extra)
+        logger.debug("Resource '%s' %s.", event.resource_name, words, extra=extra)
     else:
         logger.debug(
-            "Resource '%s' %s in %.1f ms.",
+            "Resource '%s' %s %s %.1f ms.",
             event.resource_name,
-            event.kind.replace("_", " "),
+            words,
+            "in" if event.kind in ("started", "stopped") else "after",
             event.duration * 1000,
             extra=extra,
         )
