@@ -26,7 +26,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Final, NoReturn, TypeGuard, cast
@@ -34,6 +34,7 @@ from typing import Final, NoReturn, TypeGuard, cast
 import lifespan_kit
 from lifespan_kit import Bundle, Registry, Resource
 from lifespan_kit._console import Display, DisplayHandler
+from lifespan_kit._redirect import redirect_outside_writes
 from lifespan_kit._runner import DEFAULT_SHUTDOWN_TIMEOUT
 from lifespan_kit.errors import DefinitionError, GraphError
 
@@ -270,7 +271,13 @@ def _run(args: argparse.Namespace) -> int:
     display = Display(
         stream, is_live=is_live, has_color=is_live and "NO_COLOR" not in os.environ
     )
-    with _logging(display, args.log_level.upper(), is_live=is_live), display:
+    with (
+        _logging(display, args.log_level.upper(), is_live=is_live),
+        display,
+        redirect_outside_writes(display.write_above, stream)
+        if is_live
+        else nullcontext(),
+    ):
         try:
             status = lifespan_kit.run(
                 # run() checks what it is given, and raises InvalidMainError.
@@ -294,20 +301,23 @@ def _logging(
 ) -> Generator[None, None, None]:
     """Send log records through the display while the worker runs.
 
-    lifespan_kit's own records always go there (each resource's start and stop
-    too, off a terminal, where they replace the live block); the root logger's
-    only when the app configured no handler of its own.
+    lifespan_kit's own records always go there, the root logger's only when
+    the app configured no handler of its own. Off a terminal, each resource's
+    start and stop is a line at INFO (the logger writes them at DEBUG), in
+    place of the live block.
     """
     handler = DisplayHandler(display)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(level)
     ours = logging.getLogger("lifespan_kit")
     root = logging.getLogger()
     saved = (ours.level, ours.propagate, root.level)
     configures_root = not root.handlers
+    events = _EventsAtInfo()
     ours.addHandler(handler)
+    ours.addFilter(events)
     ours.propagate = False
-    # Off a terminal, each resource's start and stop is a log line (at DEBUG).
-    ours.setLevel("DEBUG" if level == "INFO" and not is_live else level)
+    ours.setLevel("DEBUG" if not is_live else level)
     if configures_root:
         root.addHandler(handler)
         root.setLevel(level)
@@ -315,11 +325,26 @@ def _logging(
         yield
     finally:
         ours.removeHandler(handler)
+        ours.removeFilter(events)
         root.removeHandler(handler)
         # setLevel, not the attribute: it also clears the loggers' level cache.
         ours.setLevel(saved[0])
         ours.propagate = saved[1]
         root.setLevel(saved[2])
+
+
+class _EventsAtInfo(logging.Filter):
+    """Raise the records of resource events (starting, started...) to INFO.
+
+    The library logs them at DEBUG; under the command line they are the
+    progress of the run, shown at the default level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.DEBUG and hasattr(record, "lifespan_kit_event"):
+            record.levelno = logging.INFO
+            record.levelname = logging.getLevelName(logging.INFO)
+        return True
 
 
 def _write_report(path: Path, display: Display, status: int) -> None:
