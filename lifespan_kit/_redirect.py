@@ -34,21 +34,21 @@ class Passthrough(io.TextIOBase):
         self._write_above = write_above
         self.target = target
 
-    def write(self, text: str) -> int:  # noqa: D102
+    def write(self, text: str) -> int:
         self._write_above(text, self.target)
         return len(text)
 
-    def flush(self) -> None:  # noqa: D102
+    def flush(self) -> None:
         # Never waits for the display: the third signal's handler flushes.
         self.target.flush()
 
-    def isatty(self) -> bool:  # noqa: D102
+    def isatty(self) -> bool:
         return self.target.isatty()
 
-    def fileno(self) -> int:  # noqa: D102
+    def fileno(self) -> int:
         return self.target.fileno()
 
-    def writable(self) -> bool:  # noqa: D102
+    def writable(self) -> bool:
         return True
 
     @property
@@ -61,7 +61,9 @@ class Passthrough(io.TextIOBase):
 
 
 @contextmanager
-def redirect_outside_writes(write_above: WriteAbove, terminal: TextIO) -> Iterator[None]:
+def redirect_outside_writes(
+    write_above: WriteAbove, terminal: TextIO
+) -> Iterator[None]:
     """Send what others write to `terminal` through `write_above`, while inside.
 
     Only streams on that terminal are replaced: a redirected stdout is left

@@ -66,9 +66,7 @@ def written_by_the_worker(text: list[str], expected: list[str]) -> list[str]:
     return found
 
 
-def assert_nothing_erased_and_no_stale_rows(
-    text: list[str], names: list[str]
-) -> None:
+def assert_nothing_erased_and_no_stale_rows(text: list[str], names: list[str]) -> None:
     """Every worker line once, in order; the final table once; no live row left."""
     expected = expected_lines(names)
     assert written_by_the_worker(text, expected) == expected, "\n".join(text)
@@ -136,7 +134,10 @@ def test_half_lines_wait_for_their_end_above_the_block() -> None:
         display.write_above("half ", terminal)
         display.write_above("and half\nunfinished", terminal)
         display.write_above("elsewhere, unfinished", other)
-        assert screen_of(terminal)[-2:] == ["half and half", "  db  starting            0.0 ms"]
+        assert screen_of(terminal)[-2:] == [
+            "half and half",
+            "  db  starting            0.0 ms",
+        ]
         display.listen(ResourceEvent("db", "started", duration=0.001))
         display.listen(ResourceEvent("db", "stopping"))
         display.listen(ResourceEvent("db", "stopped", duration=0.001))
@@ -172,7 +173,7 @@ def test_the_terminal_size_is_read_from_the_stream() -> None:
     """The size of the display's own terminal; 80 x 24 when it has none."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 9, 33, 0, 0))
-    with open(follower, "w") as stream, open(leader, "rb"):  # noqa: PTH123
+    with open(follower, "w") as stream, open(leader, "rb"):
         assert Display(stream, is_live=True, has_color=False)._terminal_size() == (
             33,
             9,
@@ -192,9 +193,9 @@ def terminal_streams() -> Iterator[tuple[TextIO, TextIO, TextIO]]:
     first_leader, first = pty.openpty()
     second_leader, second = pty.openpty()
     with (
-        open(first, "w") as one,  # noqa: PTH123
-        open(os.dup(first), "w") as same,  # noqa: PTH123
-        open(second, "w") as other,  # noqa: PTH123
+        open(first, "w") as one,
+        open(os.dup(first), "w") as same,
+        open(second, "w") as other,
     ):
         yield one, same, other
     os.close(first_leader)
@@ -268,7 +269,9 @@ def test_a_closed_stream_is_not_on_the_terminal(
         pytest.param("ab\bc\tx\r\n", ["ac   x"], id="backspace-and-tab"),
         pytest.param("abcdef\r\n", ["abcdef"], id="wrap-waits-for-a-character"),
         pytest.param("abcdefg\x1b[1;31m\r\n", ["abcdefg"], id="wrapped-and-joined"),
-        pytest.param("1\r\n2\r\n3\r\n\x1b[5A\x1b[J4", ["1", "2", "4"], id="scrolled-off"),
+        pytest.param(
+            "1\r\n2\r\n3\r\n\x1b[5A\x1b[J4", ["1", "2", "4"], id="scrolled-off"
+        ),
     ],
 )
 def test_the_test_terminal(text: str, lines: list[str]) -> None:
