@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from lifespan_kit._graph import strongly_connected
 from lifespan_kit._registry import Registry
 from lifespan_kit._resource import Resource
-from lifespan_kit._graph import _strongly_connected
 from lifespan_kit.errors import (
     LifespanKitError,
     MissingDependencyError,
@@ -126,7 +126,7 @@ def _mark_cycles(nodes: Mapping[str, Node]) -> None:
     group = {
         name: number
         for number, members in enumerate(
-            _strongly_connected(names, {n: nodes[n].dependencies for n in names})
+            strongly_connected(names, {n: nodes[n].dependencies for n in names})
         )
         for name in members
     }

@@ -191,7 +191,7 @@ def _cycles(
     rank = {name: index for index, name in enumerate(blocked)}
     inside = {name: [t for t in targets[name] if t in rank] for name in blocked}
     cycles: list[tuple[str, ...]] = []
-    for component in _strongly_connected(blocked, inside):
+    for component in strongly_connected(blocked, inside):
         start = min(component, key=rank.__getitem__)
         if len(component) > 1 or start in inside[start]:
             cycles.append(_shortest_cycle(start, set(component), inside))
@@ -199,7 +199,7 @@ def _cycles(
     return cycles
 
 
-def _strongly_connected(
+def strongly_connected(
     nodes: list[str], targets: Mapping[str, list[str]]
 ) -> list[list[str]]:
     """Tarjan's algorithm, iterative: a long chain never hits the recursion limit."""

@@ -18,7 +18,7 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import TextIO, cast
 
@@ -63,21 +63,21 @@ class Passthrough(io.TextIOBase):
 @contextmanager
 def redirect_outside_writes(
     write_above: WriteAbove, terminal: TextIO
-) -> Iterator[None]:
+) -> Generator[None, None, None]:
     """Send what others write to `terminal` through `write_above`, while inside.
 
     Only streams on that terminal are replaced: a redirected stdout is left
     alone. Each is put back afterwards, unless someone replaced it meanwhile.
     """
+    # A stand-in is no TextIO subclass, but has all that print() and logging use.
     stand_ins = {
-        id(stream): Passthrough(write_above, stream)
+        id(stream): cast("TextIO", Passthrough(write_above, stream))
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
         if stream is not None and _shares_terminal(stream, terminal)
     }
     saved = sys.stdout, sys.stderr
-    # A stand-in is no TextIO subclass, but has all that print() and logging use.
-    sys.stdout = cast("TextIO", stand_ins.get(id(sys.stdout), sys.stdout))
-    sys.stderr = cast("TextIO", stand_ins.get(id(sys.stderr), sys.stderr))
+    sys.stdout = stand_ins.get(id(sys.stdout), sys.stdout)
+    sys.stderr = stand_ins.get(id(sys.stderr), sys.stderr)
     handlers = [(h, h.stream) for h in _stream_handlers() if id(h.stream) in stand_ins]
     for handler, stream in handlers:
         handler.setStream(stand_ins[id(stream)])
@@ -113,10 +113,11 @@ def _stream_handlers() -> list[logging.StreamHandler[TextIO]]:
         for logger in logging.Logger.manager.loggerDict.values()
         if isinstance(logger, logging.Logger)
     )
-    handlers = {
-        id(handler): handler
-        for logger in loggers
-        for handler in logger.handlers
-        if isinstance(handler, logging.StreamHandler)
-    }
+    handlers: dict[int, logging.StreamHandler[TextIO]] = {}
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                # Its stream may be any object with write(); identity is all we use.
+                known = cast("logging.StreamHandler[TextIO]", handler)
+                handlers[id(known)] = known
     return list(handlers.values())

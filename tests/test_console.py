@@ -218,12 +218,13 @@ def test_redirect_sends_the_terminal_streams_through_the_display(
         print("printed")
         logger.warning("logged")
         print("to stderr", file=sys.stderr)
-        assert isinstance(sys.stdout, Passthrough)
-        assert sys.stdout.isatty()
-        assert sys.stdout.writable()
-        assert sys.stdout.fileno() == stdout.fileno()
-        assert sys.stdout.encoding == stdout.encoding
-        assert sys.stdout.buffer is stdout.buffer  # anything else: the target's
+        stand_in = sys.stdout
+        assert isinstance(stand_in, Passthrough)
+        assert stand_in.isatty()
+        assert stand_in.writable()
+        assert stand_in.fileno() == stdout.fileno()
+        assert stand_in.encoding == stdout.encoding
+        assert stand_in.buffer is stdout.buffer  # anything else: the target's
         assert elsewhere.stream is other
     assert (sys.stdout, sys.stderr) == (stdout, terminal)
     assert on_terminal.stream is terminal

@@ -1055,15 +1055,13 @@ async def test_log_lines_say_failed_starts_in_words(
     registry = Registry()
     waiting = anyio.Event()
 
-    async def patient() -> AsyncIterator[None]:
+    async def patient() -> None:
         waiting.set()
         await anyio.sleep_forever()
-        yield  # pragma: no cover
 
-    async def broken() -> AsyncIterator[None]:
+    async def broken() -> None:
         await waiting.wait()
         raise OSError("down")
-        yield  # pragma: no cover
 
     registry.add("patient", patient)
     registry.add("broken", broken)
