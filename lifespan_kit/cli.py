@@ -4,13 +4,16 @@
 lifespan-kit run pkg.module:main          run a worker, as lifespan_kit.run does
 lifespan-kit check pkg.module:registry    validate the graph; start nothing
 lifespan-kit graph pkg.module:registry    print the graph as text, Mermaid or DOT
+lifespan-kit --version                    print the installed version
 ```
 
-`python -m lifespan_kit` is the same command. Exit statuses: those of
-[lifespan_kit.run][lifespan_kit.run] for `run`; 0, or 1 for an invalid graph,
-for `check` and `graph`; 2 for bad input (a module that does not import, a
-missing attribute, an object of the wrong kind), reported in one line without
-a traceback unless `--traceback` is given.
+`python -m lifespan_kit` is the same command. A target's module may also be
+the path of its file (``app.py:registry``). Exit statuses: those of
+[lifespan_kit.run][lifespan_kit.run] for `run`; 0, or 1 for an invalid graph
+(drawn all the same by `graph`), for `check` and `graph`; 2 for bad input (a
+module that does not import, a missing attribute, an object of the wrong kind,
+and for `run` an invalid graph), reported in one line without a traceback
+unless `--traceback` is given.
 
 Added in 0.1.
 """
