@@ -6,20 +6,23 @@ test fixtures. See the [Registry][lifespan_kit.Registry] to begin.
 
 from __future__ import annotations
 
-from lifespan_kit._bundle import Bundle, ResourceMap
+from typing import TYPE_CHECKING
+
+from lifespan_kit._bundle import ResourceMap
 from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import (
     EventKind,
-    HealthReport,
     Listener,
     ResourceEvent,
-    ResourceHealth,
     ResourceTiming,
     StartupReport,
 )
 from lifespan_kit._resource import Resource
 from lifespan_kit._runner import run
+
+if TYPE_CHECKING:
+    from lifespan_kit._models import Bundle, HealthReport, ResourceHealth
 
 __all__ = [
     "Bundle",
@@ -36,3 +39,22 @@ __all__ = [
     "StartupReport",
     "run",
 ]
+
+# The pydantic models are created on first use: creating one costs about as
+# much as the rest of the import (see lifespan_kit._models).
+_MODELS = frozenset({"Bundle", "HealthReport", "ResourceHealth"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _MODELS:
+        from lifespan_kit import _models
+
+        model: object = getattr(_models, name)
+        globals()[name] = model
+        return model
+    message = f"module 'lifespan_kit' has no attribute '{name}'"
+    raise AttributeError(message)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODELS})

@@ -7,7 +7,6 @@ dependencies and dependents as indexes into that order.
 
 from __future__ import annotations
 
-import difflib
 import heapq
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -49,6 +48,8 @@ class Plan:
 
 def suggest(name: str, known: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Return (close matches, every name if the list is short) for an error."""
+    import difflib  # only for an error: the import stays cheap
+
     close = tuple(difflib.get_close_matches(name, known, n=3))
     listed = tuple(known) if len(known) <= _MAX_LISTED_NAMES else ()
     return close, listed

@@ -31,8 +31,8 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from lifespan_kit._bundle import Bundle
 from lifespan_kit._lifespan import Lifespan
+from lifespan_kit._models import Bundle
 from lifespan_kit._registry import Registry
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal
+from typing import Final, Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict
 
 from lifespan_kit.errors import ResourceFailedError, StartCancelledError
 
@@ -268,66 +267,3 @@ def create_report(
         total=ended[last],
         critical_path=tuple(names[i] for i in reversed(path)),
     )
-
-
-HealthStatus = Literal["healthy", "unhealthy"]
-
-
-class ResourceHealth(BaseModel):
-    """The outcome of one resource's health check.
-
-    Attributes:
-        status: "healthy" or "unhealthy".
-        duration: Seconds the check took.
-        error: Why it is unhealthy, as text.
-
-    Example:
-        ```python
-        lifespan = registry.lifespan(Resources)
-        async with lifespan:
-            report = await lifespan.health()
-            for name, health in report.resources.items():
-                duration = f"{health.duration * 1000:.1f} ms"
-                print(name, health.status, duration, health.error)
-        ```
-
-    Added in 0.1.
-    """
-
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", defer_build=True
-    )
-
-    status: HealthStatus
-    duration: float
-    error: str | None = None
-
-
-class HealthReport(BaseModel):
-    """The health of every resource that declares a check.
-
-    Attributes:
-        resources: Each checked resource's outcome, by name.
-
-    Example:
-        ```python
-        lifespan = registry.lifespan(Resources)
-        async with lifespan:
-            report = await lifespan.health()
-            if not report.is_healthy:
-                print(report.model_dump_json())
-        ```
-
-    Added in 0.1.
-    """
-
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", defer_build=True
-    )
-
-    resources: dict[str, ResourceHealth]
-
-    @property
-    def is_healthy(self) -> bool:
-        """True when every check passed."""
-        return all(r.status == "healthy" for r in self.resources.values())

@@ -13,9 +13,13 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Final, NoReturn, TypeGuard
+from typing import TYPE_CHECKING, Final, NoReturn
 
-from lifespan_kit import Bundle, Registry
+from lifespan_kit import Registry
+from lifespan_kit._bundle import is_bundle_class
+
+if TYPE_CHECKING:
+    from lifespan_kit._models import Bundle
 
 
 class InputError(Exception):
@@ -103,13 +107,9 @@ def load_bundle(target: str | None) -> type[Bundle] | None:
     if target is None:
         return None
     found, _ = load(target, "Resources")
-    if not _is_bundle(found):
+    if not is_bundle_class(found):
         fail(f"'{target}' is {_describe(found)}, not a lifespan_kit.Bundle subclass.")
     return found
-
-
-def _is_bundle(found: object) -> TypeGuard[type[Bundle]]:
-    return isinstance(found, type) and issubclass(found, Bundle)
 
 
 def find_registry(module: ModuleType) -> Registry:

@@ -27,7 +27,8 @@ from typing import cast
 
 import pytest
 
-from lifespan_kit._bundle import Bundle, bundle_resource_names, create_bundle
+from lifespan_kit._bundle import bundle_resource_names, create_bundle
+from lifespan_kit._models import Bundle
 from lifespan_kit._pytest_layers import (
     MARKER,
     SCOPES,

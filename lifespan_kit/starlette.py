@@ -34,8 +34,9 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     )
     raise ImportError(_MESSAGE) from _missing
 
-from lifespan_kit._bundle import Bundle, ResourceMap
+from lifespan_kit._bundle import ResourceMap
 from lifespan_kit._lifespan import Lifespan
+from lifespan_kit._models import Bundle
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import Listener
 from lifespan_kit._resource import Resource
