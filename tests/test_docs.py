@@ -390,8 +390,19 @@ def _definitions(module_name: str) -> dict[str, str | None]:
     if not path.exists():
         path = ROOT / module_name.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    # Names imported under `if TYPE_CHECKING:` (created on first use, as the
+    # package's pydantic models are) are documented where they come from.
+    body = [
+        statement
+        for node in tree.body
+        for statement in (
+            node.body
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            else [node]
+        )
+    ]
     found: dict[str, str | None] = {}
-    for node, after in zip(tree.body, [*tree.body[1:], None], strict=True):
+    for node, after in zip(body, [*body[1:], None], strict=True):
         if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             # Overloads come first, without docstrings; the implementation has one.
             found[node.name] = ast.get_docstring(node) or found.get(node.name)
