@@ -257,6 +257,18 @@ def test_run_writes_a_report_for_graph(
     ]
 
 
+def test_run_with_an_invalid_graph_exits_2(
+    capsys: pytest.CaptureFixture[str], anyio_backend: str
+) -> None:
+    """A graph that cannot start is bad input for `run`: status 2, nothing started."""
+    args = ["run", "tests.cli_apps:main", "--registry", "tests.cli_apps:tangled"]
+    assert main([*args, "--backend", anyio_backend]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lifespan-kit: error: ")
+    assert "'db'" in err.splitlines()[0]
+    assert "\nresource " not in err  # no table: nothing ran
+
+
 def test_a_report_that_cannot_be_written_is_bad_input(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
