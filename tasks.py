@@ -7,6 +7,7 @@ Usage:
     python3 tasks.py lint        ruff, mypy strict, pyright strict and verifytypes
     python3 tasks.py docs build  build the documentation site (strict) into site/
     python3 tasks.py docs serve  serve the documentation on http://127.0.0.1:8000
+                                 (or the next free port)
     python3 tasks.py bench       run the benchmarks in bench/
     python3 tasks.py compare     compare lifespan_kit with other libraries
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -138,18 +140,46 @@ def docs() -> None:
     """Build the documentation site strictly, or serve it with live reload.
 
     ``build`` fails on any warning (a broken link, a missing snippet, an
-    undocumented reference); ``serve`` rebuilds on every change. Options after
-    the subcommand go to mkdocs, e.g. ``docs serve --dev-addr 127.0.0.1:8001``.
+    undocumented reference); ``serve`` rebuilds on every change, on
+    http://127.0.0.1:8000, or on the next free port when that one is taken
+    (by the demo, say). Options after the subcommand go to mkdocs, e.g.
+    ``docs serve --dev-addr 127.0.0.1:8001``.
     """
     action = sys.argv[2] if len(sys.argv) > 2 else "build"
     if action not in ("build", "serve"):
         print("usage: python3 tasks.py docs [build|serve] [mkdocs options]")
         sys.exit(2)
     ensure_venv("docs")
-    strict = ["--strict"] if action == "build" else []
+    options = sys.argv[3:]
+    if action == "build":
+        options = ["--strict", *options]
+    elif not any(o.startswith(("-a", "--dev-addr")) for o in options):
+        options = ["--dev-addr", docs_address(), *options]
     # Material for MkDocs prints a notice about its successor on every build.
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run(BIN / "mkdocs", action, *strict, *sys.argv[3:], env=env)
+    run(BIN / "mkdocs", action, *options, env=env)
+
+
+def docs_address(host: str = "127.0.0.1", port: int = 8000) -> str:
+    """Return ``host:port``, or the first free port after it, for ``docs serve``."""
+    for candidate in range(port, port + 20):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+        if candidate != port:
+            print(
+                f"+ port {port} is taken (the demo?); serving the docs on "
+                f"http://{host}:{candidate} instead",
+                flush=True,
+            )
+        return f"{host}:{candidate}"
+    print(
+        f"ports {port} to {port + 19} are all taken; choose one with "
+        "`python3 tasks.py docs serve --dev-addr 127.0.0.1:PORT`"
+    )
+    sys.exit(2)
 
 
 def bench() -> None:

@@ -10,15 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from lifespan_kit._bundle import Bundle, ResourceMap
+    from lifespan_kit._bundle import ResourceMap
     from lifespan_kit._lifespan import Lifespan
+    from lifespan_kit._models import Bundle, HealthReport, ResourceHealth
     from lifespan_kit._registry import Registry
     from lifespan_kit._report import (
         EventKind,
-        HealthReport,
         Listener,
         ResourceEvent,
-        ResourceHealth,
         ResourceTiming,
         StartupReport,
     )
@@ -46,17 +45,19 @@ __all__ = [
 
 # The public names are imported on first use: pytest imports the plugin
 # module, and so this package, in every run where lifespan_kit is installed,
-# and that must stay cheap until a project configures a registry.
+# and that must stay cheap until a project configures a registry. The pydantic
+# models cost the most: creating one costs about as much as the rest of the
+# import (see lifespan_kit._models).
 _HOMES: Final = {
-    "Bundle": "_bundle",
+    "Bundle": "_models",
     "EventKind": "_report",
-    "HealthReport": "_report",
+    "HealthReport": "_models",
     "Lifespan": "_lifespan",
     "Listener": "_report",
     "Registry": "_registry",
     "Resource": "_resource",
     "ResourceEvent": "_report",
-    "ResourceHealth": "_report",
+    "ResourceHealth": "_models",
     "ResourceMap": "_bundle",
     "ResourceTiming": "_report",
     "StartupReport": "_report",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, TypeGuard, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ValidationError, create_model
 
 from lifespan_kit._graph import suggest
 from lifespan_kit._resource import Resource
@@ -16,49 +17,30 @@ from lifespan_kit.errors import (
     UnknownResourceError,
 )
 
+if TYPE_CHECKING:
+    from lifespan_kit._models import Bundle
+
 BundleT = TypeVar("BundleT", bound="Bundle")
-
-
-class Bundle(BaseModel):
-    """The typed set of resources a lifespan yields: one field per resource.
-
-    A field's name (or its alias) is the resource's name; its annotation is the
-    type the resource's value is checked against before your code runs.
-    Entering ``registry.lifespan(Resources)`` starts exactly the resources the
-    fields need, plus their dependencies.
-
-    Example:
-        ```python
-        class Resources(Bundle):
-            db: Database
-            cache: Cache
-
-        async with registry.lifespan(Resources) as resources:
-            await resources.db.execute("select 1")
-        ```
-
-    Added in 0.1.
-    """
-
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True,
-        arbitrary_types_allowed=True,
-        strict=True,
-        extra="forbid",
-        # Built on first use: importing a module of bundles stays cheap.
-        defer_build=True,
-    )
 
 
 def bundle_resource_names(bundle: object) -> tuple[str, ...]:
     """Return the resource names a bundle class asks for, in field order."""
-    if not _is_bundle_class(bundle):
+    if not is_bundle_class(bundle):
         raise InvalidBundleError(found=_describe(bundle))
     return tuple(field.alias or name for name, field in bundle.model_fields.items())
 
 
-def _is_bundle_class(bundle: object) -> TypeGuard[type[Bundle]]:
-    return isinstance(bundle, type) and issubclass(bundle, Bundle)
+def is_bundle_class(found: object) -> TypeGuard[type[Bundle]]:
+    """Tell whether `found` is a `Bundle` subclass, without creating `Bundle`.
+
+    Until something asked for `Bundle` (see `lifespan_kit._models`), nothing
+    can subclass it.
+    """
+    models = sys.modules.get("lifespan_kit._models")
+    if models is None or not isinstance(found, type):
+        return False
+    bundle: type[Bundle] = models.Bundle
+    return issubclass(found, bundle)
 
 
 def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> BundleT:

@@ -10,6 +10,7 @@ all), and both end with the same final table.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ _RED: Final = "\x1b[31m"
 _YELLOW: Final = "\x1b[33m"
 _DIM: Final = "\x1b[2m"
 _RESET: Final = "\x1b[0m"
+_DEFAULT_SIZE: Final = (80, 24)
 _COLORS: Final[dict[EventKind, str]] = {
     "starting": _YELLOW,
     "started": "\x1b[32m",
@@ -54,6 +56,7 @@ class Row:
     stop_duration: float | None = None
     exception: BaseException | None = None
     has_failed: bool = False
+    changed: int = 0
 
     @property
     def error(self) -> str | None:
@@ -67,6 +70,7 @@ class Tracker:
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
         self.has_start_failed = False
+        self._events = 0
 
     def record(self, event: ResourceEvent, now: float) -> None:
         """Update the resource's row with `event`, which happened at `now`."""
@@ -75,6 +79,8 @@ class Tracker:
         if row is None:
             row = self.rows[event.resource_name] = Row(event.resource_name, kind, now)
         row.kind = kind
+        self._events += 1
+        row.changed = self._events
         if kind in _IN_PROGRESS:
             row.began = now
         elif kind in ("started", "start_failed"):
@@ -132,7 +138,13 @@ def format_duration(seconds: float | None) -> str:
 
 
 class Display:
-    """Show a `Tracker`'s rows, live on a terminal, then as a final table."""
+    """Show a `Tracker`'s rows, live on a terminal, then as a final table.
+
+    While live, the rows are a block at the bottom of the terminal, erased and
+    drawn again on every change. Whatever else is written to the terminal goes
+    through `write_line` or `write_above`, which write it above the block, so
+    that the next redraw never erases it.
+    """
 
     def __init__(
         self,
@@ -142,15 +154,19 @@ class Display:
         has_color: bool,
         clock: Callable[[], float] = time.monotonic,
         interval: float = 0.1,
+        size: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.tracker = Tracker()
-        self._stream = stream
-        self._is_live = is_live
+        self.stream = stream
+        self.is_live = is_live
         self._has_color = has_color
         self._clock = clock
         self._interval = interval
-        self._lock = threading.Lock()
+        self._size = size or self._terminal_size
+        # Reentrant: a signal handler that writes may interrupt a draw.
+        self._lock = threading.RLock()
         self._drawn = 0
+        self._pending: dict[int, tuple[TextIO, str]] = {}
         self._is_busy = threading.Event()  # a resource is starting or stopping
         self._closed = threading.Event()
         self._ticker = threading.Thread(
@@ -158,20 +174,21 @@ class Display:
         )
 
     def __enter__(self) -> Display:
-        if self._is_live:
+        if self.is_live:
             self._ticker.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._closed.set()
         self._is_busy.set()  # wake the ticker, so that it sees it is closed
-        if self._is_live:
+        if self.is_live:
             self._ticker.join()
         with self._lock:
             self._erase()
+            self._write_pending()
             if self.tracker.rows:
-                self._stream.write("\n".join(self.tracker.table()) + "\n")
-                self._stream.flush()
+                self.stream.write("\n".join(self.tracker.table()) + "\n")
+                self.stream.flush()
 
     def listen(self, event: ResourceEvent) -> None:
         """The event listener: record the event and redraw."""
@@ -181,18 +198,41 @@ class Display:
                 self._is_busy.set()
             else:
                 self._is_busy.clear()
-            if self._is_live:
+            if self.is_live and not self._closed.is_set():
                 self._draw()
 
     def write_line(self, line: str) -> None:
         """Write a log line above the live block."""
+        self.write_above(line + "\n", self.stream)
+
+    def write_above(self, text: str, target: TextIO) -> None:
+        """Write `text` to `target`, a stream on the same terminal, above the block.
+
+        While live, only whole lines are written; the rest of a line waits for
+        its end (or for the display to close).
+        """
         with self._lock:
-            self._erase()
-            self._stream.write(line + "\n")
-            if self._is_live:
+            if self._closed.is_set() or not self.is_live:
+                target.write(text)
+                target.flush()
+                return
+            _, pending = self._pending.pop(id(target), (target, ""))
+            lines, newline, rest = (pending + text).rpartition("\n")
+            if rest:
+                self._pending[id(target)] = (target, rest)
+            if newline:
+                self._erase()
+                self.stream.flush()  # the erasing reaches the terminal first
+                target.write(lines + newline)
+                target.flush()
                 self._draw()
-            else:
-                self._stream.flush()
+
+    def _write_pending(self) -> None:
+        """Write the unfinished lines of outside writes, each ended."""
+        for target, rest in self._pending.values():
+            target.write(rest + "\n")
+            target.flush()
+        self._pending.clear()
 
     def _tick(self) -> None:
         """Redraw while a resource is starting or stopping, to show its time."""
@@ -203,27 +243,44 @@ class Display:
     def _erase(self) -> None:
         if self._drawn:
             # Back to the block's first line, then clear to the end of the screen.
-            self._stream.write(f"\r\x1b[{self._drawn}A\x1b[J")
+            self.stream.write(f"\r\x1b[{self._drawn}A\x1b[J")
             self._drawn = 0
 
     def _draw(self) -> None:
         self._erase()
         rows = list(self.tracker.rows.values())
-        width = max(len(row.resource_name) for row in rows)
+        if not rows:
+            self.stream.flush()
+            return
+        columns, lines = self._size()
+        # Every line of the block must fit on the screen, unwrapped: the next
+        # redraw goes back up by as many lines as it drew.
+        shown = _shown(rows, max(lines - 1, 2))
+        width = max(len(row.resource_name) for row in shown)
         now = self._clock()
-        for row in rows:
-            self._stream.write(
-                f"  {row.resource_name:<{width}}  {self._paint(row.kind)}"
-                f"  {format_duration(_elapsed(row, now))}\n"
-            )
-        self._drawn = len(rows)
-        self._stream.flush()
+        out = [self._line(row, width, now, columns - 1) for row in shown]
+        if len(shown) < len(rows):
+            out.append(f"  ({len(rows) - len(shown)} more not shown)"[: columns - 1])
+        self.stream.write("".join(line + "\n" for line in out))
+        self._drawn = len(out)
+        self.stream.flush()
 
-    def _paint(self, kind: EventKind) -> str:
-        padded = f"{_STATES[kind]:<15}"
-        if not self._has_color:
-            return padded
-        return f"{_COLORS.get(kind, _DIM)}{padded}{_RESET}"
+    def _line(self, row: Row, width: int, now: float, columns: int) -> str:
+        name = f"  {row.resource_name:<{width}}  "
+        state = f"{_STATES[row.kind]:<15}"
+        duration = f"  {format_duration(_elapsed(row, now))}"
+        if len(name) + len(state) + len(duration) > columns:
+            return (name + state + duration)[:columns].rstrip()
+        if self._has_color:
+            state = f"{_COLORS.get(row.kind, _DIM)}{state}{_RESET}"
+        return name + state + duration
+
+    def _terminal_size(self) -> tuple[int, int]:
+        try:
+            size = os.get_terminal_size(self.stream.fileno())
+        except (OSError, ValueError):
+            return _DEFAULT_SIZE
+        return size.columns or _DEFAULT_SIZE[0], size.lines or _DEFAULT_SIZE[1]
 
 
 class DisplayHandler(logging.Handler):
@@ -247,3 +304,17 @@ def _elapsed(row: Row, now: float) -> float | None:
     if row.kind in ("started", "start_failed"):
         return row.start_duration
     return row.stop_duration
+
+
+def _shown(rows: list[Row], limit: int) -> list[Row]:
+    """The rows that fit in `limit` lines, in their order; one line says the rest.
+
+    Those in progress come first, then the ones that changed last.
+    """
+    if len(rows) <= limit:
+        return rows
+    ranked = sorted(
+        rows, key=lambda row: (row.kind in _IN_PROGRESS, row.changed), reverse=True
+    )
+    kept = {row.resource_name for row in ranked[: limit - 1]}
+    return [row for row in rows if row.resource_name in kept]

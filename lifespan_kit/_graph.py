@@ -7,7 +7,6 @@ dependencies and dependents as indexes into that order.
 
 from __future__ import annotations
 
-import difflib
 import heapq
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -49,6 +48,8 @@ class Plan:
 
 def suggest(name: str, known: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Return (close matches, every name if the list is short) for an error."""
+    import difflib  # only for an error: the import stays cheap
+
     close = tuple(difflib.get_close_matches(name, known, n=3))
     listed = tuple(known) if len(known) <= _MAX_LISTED_NAMES else ()
     return close, listed
@@ -191,7 +192,7 @@ def _cycles(
     rank = {name: index for index, name in enumerate(blocked)}
     inside = {name: [t for t in targets[name] if t in rank] for name in blocked}
     cycles: list[tuple[str, ...]] = []
-    for component in _strongly_connected(blocked, inside):
+    for component in strongly_connected(blocked, inside):
         start = min(component, key=rank.__getitem__)
         if len(component) > 1 or start in inside[start]:
             cycles.append(_shortest_cycle(start, set(component), inside))
@@ -199,7 +200,7 @@ def _cycles(
     return cycles
 
 
-def _strongly_connected(
+def strongly_connected(
     nodes: list[str], targets: Mapping[str, list[str]]
 ) -> list[list[str]]:
     """Tarjan's algorithm, iterative: a long chain never hits the recursion limit."""

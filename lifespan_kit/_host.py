@@ -34,9 +34,11 @@ import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from anyio.abc import AsyncBackend
+if TYPE_CHECKING:
+    # Annotations only: anyio.abc's event loop module imports socket and more.
+    from anyio.abc import AsyncBackend
 
 ResultT = TypeVar("ResultT")
 

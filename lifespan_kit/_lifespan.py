@@ -13,14 +13,13 @@ from typing import Generic, Literal, TypeVar, final
 import anyio
 import anyio.lowlevel
 
+import lifespan_kit
 from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
 from lifespan_kit._graph import Plan
 from lifespan_kit._instance import Instance
 from lifespan_kit._report import (
-    HealthReport,
     Listener,
     Monitor,
-    ResourceHealth,
     StartupReport,
     create_report,
 )
@@ -248,7 +247,7 @@ class Lifespan(Generic[ResultT_co]):
         await monitor.failed.wait()
         return monitor.failures[0]
 
-    async def health(self) -> HealthReport:
+    async def health(self) -> lifespan_kit.HealthReport:
         """Run every declared health check concurrently, each bounded by its timeout.
 
         Returns:
@@ -259,16 +258,16 @@ class Lifespan(Generic[ResultT_co]):
         """
         run = self._running_run("check health")
         checked = [i for i in run.instances if i.resource.health_check is not None]
-        results: dict[str, ResourceHealth] = {}
+        results: dict[str, lifespan_kit.ResourceHealth] = {}
         async with anyio.create_task_group() as tg:
             for instance in checked:
                 tg.start_soon(self._check, instance, results)
-        return HealthReport(
+        return lifespan_kit.HealthReport(
             resources={i.resource.name: results[i.resource.name] for i in checked}
         )
 
     async def _check(
-        self, instance: Instance, results: dict[str, ResourceHealth]
+        self, instance: Instance, results: dict[str, lifespan_kit.ResourceHealth]
     ) -> None:
         resource = instance.resource
         check = resource.health_check
@@ -288,7 +287,7 @@ class Lifespan(Generic[ResultT_co]):
                     error = "the check returned False"
         if scope.cancelled_caught:
             error = f"the check did not finish within {timeout:g}s (health_timeout)"
-        results[resource.name] = ResourceHealth(
+        results[resource.name] = lifespan_kit.ResourceHealth(
             status="healthy" if error is None else "unhealthy",
             duration=time.perf_counter() - began,
             error=error,

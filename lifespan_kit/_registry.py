@@ -12,8 +12,8 @@ from collections.abc import (
 )
 from typing import Final, NoReturn, TypeVar, cast, overload
 
+import lifespan_kit
 from lifespan_kit._bundle import (
-    Bundle,
     ResourceMap,
     bundle_resource_names,
     create_bundle,
@@ -42,7 +42,7 @@ from lifespan_kit.errors import (
     UnknownResourceError,
 )
 
-BundleT = TypeVar("BundleT", bound=Bundle)
+BundleT = TypeVar("BundleT", bound="lifespan_kit.Bundle")
 
 AnyHealthCheck = Callable[[NoReturn], Awaitable[object] | object]
 """A health check for a value whose type the decorator does not know yet."""
@@ -658,7 +658,7 @@ class Registry:
             listeners=monitor_listeners,
         )
 
-    def check(self, bundle: type[Bundle] | None = None) -> tuple[str, ...]:
+    def check(self, bundle: type[lifespan_kit.Bundle] | None = None) -> tuple[str, ...]:
         """Validate the graph without starting anything.
 
         Returns:
@@ -793,7 +793,7 @@ class _Options:
         )
 
 
-_NO_TIMEOUTS: Final = Timeouts.model_construct()  # no validation: built on first use
+_NO_TIMEOUTS: Final = Timeouts()
 
 
 class _Decorator:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal
+from typing import Final, Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict
 
-from lifespan_kit.errors import ResourceFailedError
+from lifespan_kit.errors import ResourceFailedError, StartCancelledError
 
 logger: Final = logging.getLogger("lifespan_kit")
 
@@ -132,19 +131,43 @@ class Monitor:
                 )
 
 
+_EVENT_WORDS: Final[dict[EventKind, str]] = {
+    "starting": "starting",
+    "started": "started",
+    "start_failed": "failed to start",
+    "failed": "failed while running",
+    "stopping": "stopping",
+    "stopped": "stopped",
+    "stop_failed": "failed to stop",
+}
+
+
+def describe_event(event: ResourceEvent) -> str:
+    """Say what happened in words: "started", "failed to start", ...
+
+    A start cancelled because another one failed is "cancelled while
+    starting": not the resource's own failure.
+    """
+    if isinstance(event.error, StartCancelledError):
+        return "cancelled while starting"
+    return _EVENT_WORDS[event.kind]
+
+
 def _log(event: ResourceEvent) -> None:
     extra = {
         "lifespan_kit_resource": event.resource_name,
         "lifespan_kit_event": event.kind,
         "lifespan_kit_duration": event.duration,
     }
+    words = describe_event(event)
     if event.duration is None:
-        logger.debug("Resource '%s' %s.", event.resource_name, event.kind, extra=extra)
+        logger.debug("Resource '%s' %s.", event.resource_name, words, extra=extra)
     else:
         logger.debug(
-            "Resource '%s' %s in %.1f ms.",
+            "Resource '%s' %s %s %.1f ms.",
             event.resource_name,
-            event.kind.replace("_", " "),
+            words,
+            "in" if event.kind in ("started", "stopped") else "after",
             event.duration * 1000,
             extra=extra,
         )
@@ -244,66 +267,3 @@ def create_report(
         total=ended[last],
         critical_path=tuple(names[i] for i in reversed(path)),
     )
-
-
-HealthStatus = Literal["healthy", "unhealthy"]
-
-
-class ResourceHealth(BaseModel):
-    """The outcome of one resource's health check.
-
-    Attributes:
-        status: "healthy" or "unhealthy".
-        duration: Seconds the check took.
-        error: Why it is unhealthy, as text.
-
-    Example:
-        ```python
-        lifespan = registry.lifespan(Resources)
-        async with lifespan:
-            report = await lifespan.health()
-            for name, health in report.resources.items():
-                duration = f"{health.duration * 1000:.1f} ms"
-                print(name, health.status, duration, health.error)
-        ```
-
-    Added in 0.1.
-    """
-
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", defer_build=True
-    )
-
-    status: HealthStatus
-    duration: float
-    error: str | None = None
-
-
-class HealthReport(BaseModel):
-    """The health of every resource that declares a check.
-
-    Attributes:
-        resources: Each checked resource's outcome, by name.
-
-    Example:
-        ```python
-        lifespan = registry.lifespan(Resources)
-        async with lifespan:
-            report = await lifespan.health()
-            if not report.is_healthy:
-                print(report.model_dump_json())
-        ```
-
-    Added in 0.1.
-    """
-
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", defer_build=True
-    )
-
-    resources: dict[str, ResourceHealth]
-
-    @property
-    def is_healthy(self) -> bool:
-        """True when every check passed."""
-        return all(r.status == "healthy" for r in self.resources.values())

@@ -21,17 +21,20 @@ import functools
 import heapq
 import sys
 from collections.abc import Sequence
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import AsyncBackend
 
 from lifespan_kit._graph import Plan
 from lifespan_kit._host import Host, forgiver_for, spawner_for
 from lifespan_kit._instance import Instance, Later, StartAborted
 from lifespan_kit._report import log_stop_failure, logger
 from lifespan_kit.errors import ShutdownError
+
+if TYPE_CHECKING:
+    # Annotations only: anyio.abc's event loop module imports socket and more.
+    from anyio.abc import AsyncBackend
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import ExceptionGroup

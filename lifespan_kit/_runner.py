@@ -24,15 +24,15 @@ import functools
 import inspect
 import os
 import signal
-import socket
 import sys
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Literal, TypeGuard, TypeVar, cast
+from typing import Final, Literal, TypeVar, cast
 
 import anyio
 
-from lifespan_kit._bundle import Bundle, ResourceMap
+import lifespan_kit
+from lifespan_kit._bundle import ResourceMap, is_bundle_class
 from lifespan_kit._lifespan import Lifespan, shorten_teardown
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import Listener, ResourceEvent, logger
@@ -52,7 +52,7 @@ if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
 Backend = Literal["asyncio", "trio"]
 """The event loops `run` can use."""
 
-ResourcesT = TypeVar("ResourcesT", bound=Bundle | ResourceMap)
+ResourcesT = TypeVar("ResourcesT", bound="lifespan_kit.Bundle | ResourceMap")
 
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 8.0
 """Seconds the whole shutdown may take: below Docker's 10 s before SIGKILL."""
@@ -309,7 +309,7 @@ class _Runner:
         return EXIT_OK
 
 
-def resolve_main(main: object) -> tuple[type[Bundle] | None, MainCall]:
+def resolve_main(main: object) -> tuple[type[lifespan_kit.Bundle] | None, MainCall]:
     """Read the bundle class from main's signature; return it and how to call main.
 
     Raises:
@@ -351,7 +351,7 @@ def resolve_main(main: object) -> tuple[type[Bundle] | None, MainCall]:
 
 def _bundle_of(
     function: Callable[..., object], parameter: str, label: str
-) -> type[Bundle] | None:
+) -> type[lifespan_kit.Bundle] | None:
     try:
         hints = typing.get_type_hints(_annotated(function))
     except Exception as exc:
@@ -369,7 +369,7 @@ def _bundle_of(
     hint: object = hints.get(parameter)
     if hint is ResourceMap:
         return None
-    if _is_bundle(hint):
+    if is_bundle_class(hint):
         return hint
     problem = (
         f"its parameter '{parameter}' has no annotation."
@@ -385,10 +385,6 @@ def _bundle_of(
             "where `class Resources(Bundle)` lists the resources main uses."
         ),
     )
-
-
-def _is_bundle(hint: object) -> TypeGuard[type[Bundle]]:
-    return isinstance(hint, type) and issubclass(hint, Bundle)
 
 
 def _annotated(function: Callable[..., object]) -> object:
@@ -455,6 +451,8 @@ def notify(message: str) -> None:
         return
     if address.startswith("@"):  # an abstract socket, as systemd spells it
         address = "\0" + address[1:]
+    import socket  # only under systemd: the import stays cheap
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)

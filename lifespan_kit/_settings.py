@@ -1,12 +1,16 @@
-"""Options for resources and registries: checked where declared, kept frozen."""
+"""Options for resources and registries: checked where declared, kept frozen.
+
+Plain frozen dataclasses, not pydantic models: `check_seconds` checks every
+value where it is declared, with an error that names the resource, and a
+model class would cost the import of pydantic's model machinery.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Annotated, ClassVar, Final
-
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass
+from typing import Final
 
 from lifespan_kit.errors import InvalidOptionError
 
@@ -14,22 +18,17 @@ DEFAULT_START_TIMEOUT: Final = 60.0
 DEFAULT_STOP_TIMEOUT: Final = 5.0
 DEFAULT_HEALTH_TIMEOUT: Final = 5.0
 
-Seconds = Annotated[float, Field(gt=0)]
 
-
-class Timeouts(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
     """Time limits for one resource, in seconds; ``None`` inherits the registry's.
 
-    Use `math.inf` for no limit.
+    Each is greater than 0 (`create_timeouts` checks); `math.inf` is no limit.
     """
 
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", strict=True, defer_build=True
-    )
-
-    start_timeout: Seconds | None = None
-    stop_timeout: Seconds | None = None
-    health_timeout: Seconds | None = None
+    start_timeout: float | None = None
+    stop_timeout: float | None = None
+    health_timeout: float | None = None
 
     def resolve(self, defaults: Timeouts) -> tuple[float, float, float]:
         """Return (start, stop, health) limits, filling gaps from `defaults`."""

@@ -1151,8 +1151,9 @@ class StopTimeoutError(ShutdownError, TimeoutError):
         timeout: The limit, in seconds.
         elapsed: How long the teardown ran before it was cancelled, or how
             long it blocked the event loop.
-        shortened_to: The shorter limit the shutdown was hurried to (a worker's
-            second signal or shutdown deadline), or None.
+        shortened_to: The shorter limit the shutdown was hurried to, or None:
+            0 when a worker's shutdown deadline cut the teardown, the grace
+            left by a worker's second signal otherwise.
         blocked: True when the teardown itself blocked the event loop past the
             limit (a synchronous call), so it could not be cancelled.
 
@@ -1186,8 +1187,12 @@ class StopTimeoutError(ShutdownError, TimeoutError):
 
     def summary(self) -> str:  # noqa: D102
         limit = f"stop_timeout={self.timeout:g}s"
-        if self.shortened_to is not None:
-            limit += f", hurried to {self.shortened_to:g}s"
+        if self.shortened_to == 0:
+            limit = f"cut by the shutdown deadline; {limit}"
+        elif self.shortened_to is not None:
+            limit = (
+                f"the shutdown was hurried, leaving it {self.shortened_to:g}s; {limit}"
+            )
         if self.blocked:
             return (
                 f"Resource '{self.resource_name}' blocked the event loop for "
@@ -1195,7 +1200,7 @@ class StopTimeoutError(ShutdownError, TimeoutError):
             )
         return (
             f"Resource '{self.resource_name}' was still stopping after "
-            f"{self.elapsed:.3f}s ({limit}); it was cancelled."
+            f"{self.elapsed:.3f}s; it was cancelled ({limit})."
         )
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
@@ -1208,12 +1213,17 @@ class StopTimeoutError(ShutdownError, TimeoutError):
                 "call to `anyio.to_thread.run_sync`, or declare the resource with "
                 "thread=True."
             )
+        if self.shortened_to == 0:
+            return (
+                f"find what the teardown of '{self.resource_name}' waits for; the "
+                "worker's whole shutdown ran past its shutdown_timeout, so raise "
+                "shutdown_timeout (--shutdown-timeout) or make the teardowns faster."
+            )
         if self.shortened_to is not None:
             return (
                 f"find what the teardown of '{self.resource_name}' waits for; the "
-                "shutdown was hurried (a second signal, or the worker's shutdown "
-                "deadline), so wait longer before signalling again or raise "
-                "shutdown_timeout."
+                "shutdown was hurried (a second signal), so wait longer before "
+                "signalling again."
             )
         return (
             f"find what the teardown of '{self.resource_name}' waits for, or raise "

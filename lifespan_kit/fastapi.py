@@ -38,7 +38,8 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     raise ImportError(_MESSAGE) from _missing
 
 from lifespan_kit import starlette as _starlette
-from lifespan_kit._bundle import Bundle, ResourceMap
+from lifespan_kit._bundle import ResourceMap
+from lifespan_kit._models import Bundle
 from lifespan_kit._resource import Resource
 from lifespan_kit._types import ValueT
 

@@ -34,7 +34,7 @@ import pytest
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from lifespan_kit._bundle import Bundle
+    from lifespan_kit._models import Bundle
     from lifespan_kit._pytest_layers import State
     from lifespan_kit._registry import Registry
 
@@ -278,7 +278,7 @@ def _read_settings(config: pytest.Config) -> Settings:
         registry = found
     bundle = None
     if bundle_path:
-        from lifespan_kit._bundle import Bundle
+        from lifespan_kit._models import Bundle
 
         found = _import_object(bundle_path, "lifespan_kit_bundle")
         if not (isinstance(found, type) and issubclass(found, Bundle)):

@@ -53,9 +53,10 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     raise ImportError(_MESSAGE) from _missing
 
 from lifespan_kit import _server
-from lifespan_kit._bundle import Bundle, ResourceMap
+from lifespan_kit._bundle import ResourceMap
 from lifespan_kit._inner import InnerFactory, InnerState, inner_factory
 from lifespan_kit._lifespan import Lifespan
+from lifespan_kit._models import Bundle
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import Listener, logger
 from lifespan_kit._resource import Resource

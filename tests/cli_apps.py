@@ -61,6 +61,13 @@ tangled.add("repo", lambda api: api)  # a cycle with 'api'
 tangled.add("db", lambda db: db)  # a cycle of one
 
 
+class Tangled(Bundle):
+    """Asks for 'api' and for a name that is not registered."""
+
+    api: object
+    queue: object
+
+
 TICK_SEEN = threading.Event()
 """Replaced by the live display test: set once the display redrew by itself."""
 

@@ -376,7 +376,9 @@ async def test_shortening_cuts_running_and_coming_teardowns(
     first = errors[0]
     assert isinstance(first, StopTimeoutError)
     assert first.shortened_to == 0.01
-    assert "(stop_timeout=30s, hurried to 0.01s)" in str(first)
+    assert "(the shutdown was hurried, leaving it 0.01s; stop_timeout=30s)" in str(
+        first
+    )
     assert "the shutdown was hurried" in str(first)
     assert recorder.events == ["stop cache", "cut cache", "stop db", "cut db"]
 

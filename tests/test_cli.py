@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -87,6 +88,32 @@ def test_run_prints_log_lines_and_a_final_table_off_a_terminal(
         "pulse",
     ]
     assert all(row.endswith("stopped") for row in table[1:])
+
+
+@pytest.mark.parametrize(
+    ("level", "shows_events"),
+    [
+        pytest.param("debug", True, id="debug"),
+        pytest.param("info", True, id="info"),
+        pytest.param("warning", False, id="warning"),
+    ],
+)
+def test_log_level_is_respected_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    anyio_backend: str,
+    level: str,
+    shows_events: bool,
+) -> None:
+    """Each start and stop is an INFO line; nothing below the level is shown."""
+    monkeypatch.setenv("FAKE_WORKER_MODE", "return")
+    args = ["run", "tests.fake_worker:main", "--backend", anyio_backend]
+    assert main([*args, "--log-level", level]) == 0
+    err = capsys.readouterr().err
+    assert " DEBUG " not in err
+    event = "INFO    lifespan_kit: Resource 'first' started in "
+    assert (event in err) is shows_events
+    assert ("INFO    lifespan_kit: Resource 'first' starting." in err) is shows_events
 
 
 def test_run_exits_with_the_runner_status(
@@ -230,6 +257,18 @@ def test_run_writes_a_report_for_graph(
     ]
 
 
+def test_run_with_an_invalid_graph_exits_2(
+    capsys: pytest.CaptureFixture[str], anyio_backend: str
+) -> None:
+    """A graph that cannot start is bad input for `run`: status 2, nothing started."""
+    args = ["run", "tests.cli_apps:main", "--registry", "tests.cli_apps:tangled"]
+    assert main([*args, "--backend", anyio_backend]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lifespan-kit: error: ")
+    assert "'db'" in err.splitlines()[0]
+    assert "\nresource " not in err  # no table: nothing ran
+
+
 def test_a_report_that_cannot_be_written_is_bad_input(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -357,7 +396,7 @@ def test_traceback_of_an_error_without_a_cause(
 ) -> None:
     """--traceback on an error raised by the command itself shows that error."""
     assert main(["check", "tests.cli_apps:main", "--traceback"]) == 2
-    assert "lifespan_kit.cli._InputError:" in capsys.readouterr().err
+    assert "lifespan_kit._target.InputError:" in capsys.readouterr().err
 
 
 def test_usage_errors_come_from_argparse(capsys: pytest.CaptureFixture[str]) -> None:
@@ -412,7 +451,8 @@ def test_an_invalid_graph_lists_every_problem_and_exits_1(
     """Every problem is listed, with its fix; the status is 1."""
     assert main([command, "tests.cli_apps:broken"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("tests.cli_apps:broken: the graph has 2 problem(s).\n")
+    assert err.startswith("tests.cli_apps:broken: The resource graph has 2 problems.\n")
+    assert err.count("problems") == 1  # said once
     assert "1. Resource 'api' depends on 'db', which is not registered." in err
     assert "2. Resource 'api' depends on 'cahce', which is not registered." in err
 
@@ -424,7 +464,9 @@ def test_cycles_are_listed_with_a_missing_dependency(
     """A missing dependency does not hide the cycles: all three are listed."""
     assert main([command, "tests.cli_apps:tangled"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("tests.cli_apps:tangled: the graph has 3 problem(s).\n")
+    assert err.startswith(
+        "tests.cli_apps:tangled: The resource graph has 3 problems.\n"
+    )
     assert "1. Resource 'api' depends on 'cache', which is not registered." in err
     assert "2. Resource 'api' depends on itself through a cycle." in err
     assert "cycle: api -> repo -> api" in err
@@ -466,20 +508,118 @@ def test_graph_as_mermaid(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_graph_as_dot(capsys: pytest.CaptureFixture[str]) -> None:
-    """DOT: ranks by wave, a labelled box per resource."""
+    """DOT: a labelled cluster per wave, as in Mermaid; a labelled box per resource."""
     args = ["graph", "tests.cli_apps:registry", "--bundle", "tests.cli_apps"]
     assert main([*args, "--format", "dot"]) == 0
     assert capsys.readouterr().out == (
         "digraph resources {\n"
         "    rankdir=LR;\n"
+        "    newrank=true;\n"
         "    node [shape=box];\n"
-        '    subgraph wave_0 { rank=same; "settings"; }\n'
-        '    subgraph wave_1 { rank=same; "db"; }\n'
-        '    "settings" [label="settings\\nvalue\\n-"];\n'
-        '    "db" [label="db\\nasync generator\\nstart 10s, stop 2s"];\n'
+        "    subgraph cluster_wave_0 {\n"
+        '        label="wave 0";\n'
+        '        style=dashed; color="#9aa0a6"; rank=same;\n'
+        '        "settings" [label="settings\\nvalue\\n-"];\n'
+        "    }\n"
+        "    subgraph cluster_wave_1 {\n"
+        '        label="wave 1";\n'
+        '        style=dashed; color="#9aa0a6"; rank=same;\n'
+        '        "db" [label="db\\nasync generator\\nstart 10s, stop 2s"];\n'
+        "    }\n"
         '    "settings" -> "db";\n'
         "}\n"
     )
+
+
+TANGLED_TEXT = [
+    "wave  resource  kind            timeouts            depends on",
+    "0     repo      callable        start 60s, stop 5s  api (cycle)",
+    "0     db        callable        start 60s, stop 5s  db (cycle)",
+    "0     cache     not registered  -                   -",
+    "1     api       callable        start 60s, stop 5s  repo (cycle), "
+    "cache (not registered)",
+]
+TANGLED_MERMAID = [
+    "flowchart LR",
+    '    subgraph wave_0 ["wave 0"]',
+    '        r_repo["repo<br/>callable<br/>start 60s, stop 5s"]',
+    '        r_db["db<br/>callable<br/>start 60s, stop 5s"]',
+    '        r_cache["cache<br/><b>not registered</b>"]',
+    "    end",
+    '    subgraph wave_1 ["wave 1"]',
+    '        r_api["api<br/>callable<br/>start 60s, stop 5s"]',
+    "    end",
+    "    r_repo -->|cycle| r_api",
+    "    r_cache --> r_api",
+    "    r_api -->|cycle| r_repo",
+    "    r_db -->|cycle| r_db",
+    "    linkStyle 0,2,3 stroke:#d93025,stroke-width:2px",
+    "    classDef missing fill:#fce8e6,stroke:#d93025,stroke-dasharray:4 2",
+    "    class r_cache missing",
+]
+CYCLE_EDGE = '[color="#d93025", fontcolor="#d93025", penwidth=2, label="cycle"]'
+TANGLED_DOT_EDGES = [
+    f'    "repo" -> "api" {CYCLE_EDGE};',
+    '    "cache" -> "api";',
+    f'    "api" -> "repo" {CYCLE_EDGE};',
+    f'    "db" -> "db" {CYCLE_EDGE};',
+    "}",
+]
+
+
+@pytest.mark.parametrize(
+    ("output_format", "expected"),
+    [
+        pytest.param("text", TANGLED_TEXT, id="text"),
+        pytest.param("mermaid", TANGLED_MERMAID, id="mermaid"),
+        pytest.param("dot", TANGLED_DOT_EDGES, id="dot"),
+    ],
+)
+def test_graph_draws_an_invalid_graph_and_exits_1(
+    capsys: pytest.CaptureFixture[str], output_format: str, expected: list[str]
+) -> None:
+    """Cycles and missing names are drawn, marked; the problems follow; status 1."""
+    args = ["graph", "tests.cli_apps:tangled", "--format", output_format]
+    assert main(args) == 1
+    output = capsys.readouterr()
+    lines = output.out.splitlines()
+    assert lines[-len(expected) :] == expected
+    assert output.err.startswith("tests.cli_apps:tangled: The resource graph has 3")
+    if output_format == "dot":
+        assert (
+            '        "cache" [label="cache\\nnot registered", style=dashed, '
+            'color="#d93025", fontcolor="#d93025"];'
+        ) in lines
+
+
+def test_graph_of_a_bundle_with_an_unknown_field(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only what the bundle needs is drawn, and its unknown field, as missing."""
+    args = ["graph", "tests.cli_apps:tangled", "--bundle", "tests.cli_apps:Tangled"]
+    assert main(args) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "wave  resource  kind            timeouts            depends on",
+        "0     repo      callable        start 60s, stop 5s  api (cycle)",
+        "0     queue     not registered  -                   -",
+        "0     cache     not registered  -                   -",
+        "1     api       callable        start 60s, stop 5s  repo (cycle), "
+        "cache (not registered)",
+    ]
+
+
+def test_graph_of_a_cycle_through_two_paths(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every edge on a cycle is marked, also on one the error does not print."""
+    assert main(["graph", "tests.test_cli:TWO_CYCLES"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "wave  resource  kind      timeouts            depends on",
+        "0     b         callable  start 60s, stop 5s  a (cycle)",
+        "0     c         callable  start 60s, stop 5s  a (cycle)",
+        "1     a         callable  start 60s, stop 5s  b (cycle), c (cycle)",
+        "2     d         callable  start 60s, stop 5s  a",
+    ]
 
 
 @pytest.fixture
@@ -570,6 +710,150 @@ def test_the_working_directory_is_importable(
     assert sys.path.count(str(tmp_path)) == 1
 
 
+@pytest.fixture
+def project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """A user's folder, the working directory: a script, a package, a subfolder.
+
+    The imports the command makes are undone afterwards.
+    """
+    registry = "from lifespan_kit import Registry\nregistry = Registry()\n"
+    (tmp_path / "service_app.py").write_text(
+        "from service_settings import registry  # a sibling module\n"
+    )
+    (tmp_path / "service_settings.py").write_text(registry)
+    (tmp_path / "service_pkg").mkdir()
+    (tmp_path / "service_pkg" / "__init__.py").write_text(registry)
+    (tmp_path / "service_pkg" / "main.py").write_text(
+        "from . import registry  # relative, inside its package\n"
+    )
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "service_job.py").write_text(registry)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("target", "module"),
+    [
+        pytest.param("service_app.py:registry", "service_app", id="file"),
+        pytest.param("./service_app.py:registry", "service_app", id="dot-slash"),
+        pytest.param("service_app.py", "service_app", id="default-attribute"),
+        pytest.param("scripts/service_job.py", "service_job", id="in-a-folder"),
+        pytest.param("service_pkg/main.py", "service_pkg.main", id="in-a-package"),
+        pytest.param("service_pkg/main:registry", "service_pkg.main", id="no-suffix"),
+        pytest.param("service_pkg/__init__.py", "service_pkg", id="a-package"),
+        pytest.param("{root}/scripts/service_job.py", "service_job", id="absolute"),
+    ],
+)
+def test_a_target_can_be_a_file_path(
+    capsys: pytest.CaptureFixture[str], project: Path, target: str, module: str
+) -> None:
+    """A path to a .py file is imported as a module, its own imports working."""
+    target = target.format(root=project)
+    assert main(["check", target]) == 0, capsys.readouterr().err
+    assert main(["check", target]) == 0  # once imported, the same module
+    assert capsys.readouterr().out.startswith(f"{target}: OK; 0 resource(s)")
+    assert module in sys.modules
+
+
+def test_a_file_path_works_for_run(
+    capsys: pytest.CaptureFixture[str], project: Path, anyio_backend: str
+) -> None:
+    """`run ./worker.py:main` finds main and the registry beside it."""
+    (project / "service_worker.py").write_text(
+        "from lifespan_kit import Registry\n"
+        "registry = Registry()\n"
+        "registry.add('answer', 42)\n"
+        "async def main() -> None:\n"
+        "    print('ran')\n"
+    )
+    status = main(["run", "./service_worker.py:main", "--backend", anyio_backend])
+    assert status == 0
+    assert capsys.readouterr().out == "ran\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        pytest.param(
+            "missing_app.py:registry",
+            "'missing_app.py' is not a Python file; name the module as "
+            "'missing_app:registry', or give the path of a .py file.",
+            id="no-such-file",
+        ),
+        pytest.param(
+            "./service/missing.py",
+            "'./service/missing.py' is not a Python file; name the module as "
+            "'service.missing:registry', or give the path of a .py file.",
+            id="no-such-folder",
+        ),
+    ],
+)
+def test_a_path_that_is_no_file_suggests_the_module_name(
+    capsys: pytest.CaptureFixture[str], project: Path, target: str, message: str
+) -> None:
+    """A mistyped path: one line that shows the module form of the target."""
+    assert main(["check", target]) == 2
+    assert capsys.readouterr().err == f"lifespan-kit: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "loaded_from"),
+    [
+        pytest.param("json", "json/__init__.py", id="standard-library"),
+        pytest.param("sys", "built into Python", id="built-in"),
+    ],
+)
+def test_a_file_named_like_a_loaded_module_is_refused(
+    capsys: pytest.CaptureFixture[str], project: Path, name: str, loaded_from: str
+) -> None:
+    """json.py in the working directory cannot be imported as 'json': say so."""
+    (project / f"{name}.py").write_text("registry = None\n")
+    assert main(["check", f"{name}.py"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"lifespan-kit: error: '{name}.py' would be imported as module '{name}', "
+        "but another module of that name is already loaded ("
+    )
+    assert err.endswith(f"{loaded_from}); rename the file.\n")
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        pytest.param(True, "lifespan_kit 1.2.3\n", id="installed"),
+        pytest.param(
+            False,
+            "lifespan_kit (version unknown: not installed as a distribution)\n",
+            id="not-installed",
+        ),
+    ],
+)
+def test_version(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    installed: bool,
+    expected: str,
+) -> None:
+    """--version prints the installed distribution's version, or says it has none."""
+
+    def version(name: str) -> str:
+        assert name == "lifespan_kit"
+        if not installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return "1.2.3"
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == expected
+
+
 def test_python_m_lifespan_kit_is_the_command(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -647,3 +931,10 @@ def test_an_empty_run_prints_no_table() -> None:
 
 EMPTY = Registry()
 """An empty registry, for `check`."""
+
+TWO_CYCLES = Registry()
+"""'a' is in two cycles, through 'b' and through 'c'; 'd' depends on it."""
+TWO_CYCLES.add("a", lambda b, c: (b, c))
+TWO_CYCLES.add("b", lambda a: a)
+TWO_CYCLES.add("c", lambda a: a)
+TWO_CYCLES.add("d", lambda a: a)

@@ -493,16 +493,14 @@ def _definitions(module_name: str) -> dict[str, str | None]:
     if not path.exists():
         path = ROOT / module_name.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    # The package imports its public names lazily: under `if TYPE_CHECKING:`.
-    is_package = path.name == "__init__.py"
+    # Names imported under `if TYPE_CHECKING:` (created on first use, as the
+    # package's pydantic models are) are documented where they come from.
     body = [
-        inner
+        statement
         for node in tree.body
-        for inner in (
+        for statement in (
             node.body
-            if is_package
-            and isinstance(node, ast.If)
-            and ast.unparse(node.test) == "TYPE_CHECKING"
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
             else [node]
         )
     ]

@@ -16,6 +16,7 @@ from lifespan_kit.errors import (
     NoYieldError,
     Phase,
     StartupError,
+    StopTimeoutError,
     UnknownResourceError,
 )
 
@@ -124,3 +125,51 @@ def test_unknown_resource_carries_the_phase_it_was_raised_in() -> None:
     """A lookup during a running lifespan says so."""
     error = UnknownResourceError("x", context="not started", phase="running")
     assert error.phase == "running"
+
+
+@pytest.mark.parametrize(
+    ("shortened_to", "blocked", "summary", "fix"),
+    [
+        pytest.param(
+            None,
+            False,
+            "was still stopping after 6.000s; it was cancelled (stop_timeout=5s).",
+            "or raise its stop_timeout.",
+            id="own-limit",
+        ),
+        pytest.param(
+            0.0,
+            False,
+            "was still stopping after 6.000s; it was cancelled (cut by the "
+            "shutdown deadline; stop_timeout=5s).",
+            "so raise shutdown_timeout (--shutdown-timeout) or make the teardowns "
+            "faster.",
+            id="deadline",
+        ),
+        pytest.param(
+            1.0,
+            False,
+            "was still stopping after 6.000s; it was cancelled (the shutdown was "
+            "hurried, leaving it 1s; stop_timeout=5s).",
+            "so wait longer before signalling again.",
+            id="second-signal",
+        ),
+        pytest.param(
+            0.0,
+            True,
+            "blocked the event loop for 6.000s while stopping (cut by the shutdown "
+            "deadline; stop_timeout=5s).",
+            "or declare the resource with thread=True.",
+            id="blocked-past-the-deadline",
+        ),
+    ],
+)
+def test_a_stop_timeout_says_what_cut_the_teardown(
+    shortened_to: float | None, blocked: bool, summary: str, fix: str
+) -> None:
+    """Its own limit, the shutdown deadline or a second signal: said in words."""
+    error = StopTimeoutError(
+        "db", timeout=5, elapsed=6, shortened_to=shortened_to, blocked=blocked
+    )
+    assert error.summary() == f"Resource 'db' {summary}"
+    assert error.fix().endswith(fix)

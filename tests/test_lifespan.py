@@ -1048,6 +1048,58 @@ async def test_debug_log_has_one_line_per_start_and_stop(
     assert caplog.records[1].lifespan_kit_resource == "db"  # type: ignore[attr-defined]
 
 
+async def test_log_lines_say_failed_starts_in_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failed start and a start cancelled by it read as words, not event names."""
+    registry = Registry()
+    waiting = anyio.Event()
+
+    async def patient() -> None:
+        waiting.set()
+        await anyio.sleep_forever()
+
+    async def broken() -> None:
+        await waiting.wait()
+        raise OSError("down")
+
+    registry.add("patient", patient)
+    registry.add("broken", broken)
+    with (
+        caplog.at_level(logging.DEBUG, logger="lifespan_kit"),
+        pytest.raises(StartupError),
+    ):
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    assert [r.getMessage() for r in caplog.records][2:] == [
+        "Resource 'broken' failed to start.",
+        "Resource 'patient' cancelled while starting.",
+    ]
+
+
+async def test_log_lines_say_failures_after_startup_in_words(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failure while running and a failed teardown read as words."""
+    registry = Registry()
+    registry.add("db", Recorder().generator("db", fail_stop=OSError("x")))
+
+    @registry.background
+    async def consumer() -> None:
+        raise ValueError("queue gone")
+
+    lifespan = registry.lifespan()
+    with (
+        caplog.at_level(logging.DEBUG, logger="lifespan_kit"),
+        pytest.raises(ExceptionGroup),
+    ):
+        async with lifespan:
+            await lifespan.wait_failed()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Resource 'consumer' failed while running." in messages
+    assert any(m.startswith("Resource 'db' failed to stop after ") for m in messages)
+
+
 async def test_teardown_failure_is_logged_as_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 import lifespan_kit
 import lifespan_kit.errors
+from lifespan_kit._bundle import is_bundle_class
 
 PUBLIC_MODULES = [
     pytest.param(lifespan_kit, id="lifespan_kit"),
@@ -197,3 +198,60 @@ def test_the_pytest_plugin_imports_neither_the_core_nor_pydantic() -> None:
     loaded = set(json.loads(result.stdout))
     heavy = {"pydantic", "anyio", "lifespan_kit._registry", "lifespan_kit._lifespan"}
     assert sorted(loaded & heavy) == []
+
+
+IMPORT_COST = """
+import sys
+
+import anyio
+import pydantic
+
+pydantic.BaseModel
+before = set(sys.modules)
+import lifespan_kit
+
+# The core, as a program that uses it loads it; the models are not needed yet.
+lifespan_kit.Registry, lifespan_kit.Lifespan, lifespan_kit.run
+models = [
+    name
+    for name, value in vars(lifespan_kit).items()
+    if isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+]
+print(sorted(set(sys.modules) - before), models)
+"""
+
+
+def test_import_creates_no_pydantic_model() -> None:
+    """The core's import creates no model class: pydantic.fields stays unloaded."""
+    # Not isolated: the package under test, wherever the tests import it from.
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_COST],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded, models = result.stdout.rsplit("] ", 1)
+    assert "'lifespan_kit._registry'" in loaded
+    assert "'pydantic.fields'" not in loaded
+    assert "'lifespan_kit._models'" not in loaded
+    assert "'difflib'" not in loaded
+    assert "'socket'" not in loaded
+    assert models.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["Bundle", "HealthReport", "ResourceHealth"])
+def test_models_are_created_on_first_use(name: str) -> None:
+    """The models are reached as attributes of the package, and listed by dir()."""
+    model = getattr(lifespan_kit, name)
+    assert model.__module__ == "lifespan_kit._models"
+    assert name in dir(lifespan_kit)
+
+
+def test_nothing_is_a_bundle_before_bundle_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until the models module is loaded, no class can subclass Bundle."""
+    monkeypatch.delitem(sys.modules, "lifespan_kit._models")
+    assert not is_bundle_class(lifespan_kit.Registry)

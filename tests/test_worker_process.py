@@ -246,7 +246,7 @@ def test_two_signals_while_running_cut_a_hanging_teardown(
     worker.send(INT, then_wait_for=SECOND)
     assert worker.finish() == 1, worker.log
     assert worker.events == [*STARTED, *CUT_SECOND]
-    assert any("hurried to 1s" in line for line in worker.log)
+    assert any("the shutdown was hurried, leaving it 1s" in line for line in worker.log)
 
 
 def test_three_signals_while_running_exit_at_once(start: type[Worker]) -> None:
@@ -269,6 +269,7 @@ def test_the_shutdown_deadline_cuts_a_hanging_teardown(start: type[Worker]) -> N
     assert worker.finish() == 1, worker.log
     assert worker.events == [*STARTED, *CUT_SECOND]
     assert any("shutdown_timeout=0.5s" in line for line in worker.log)
+    assert any("cut by the shutdown deadline" in line for line in worker.log)
 
 
 # --- during the teardown -----------------------------------------------------

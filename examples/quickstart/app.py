@@ -1,9 +1,9 @@
 """A small service's resources, declared once and run in dependency order.
 
-Run it with ``python3 tasks.py demo`` (or ``python examples/quickstart/app.py``):
-it starts settings, an SQLite database, an in-memory cache and a background
-janitor, prints the startup report and a health report, uses the resources,
-then stops everything in reverse order.
+Run it with ``python3 tasks.py quickstart`` (or ``python
+examples/quickstart/app.py``): it starts settings, an SQLite database, an
+in-memory cache and a background janitor, prints the startup report and a
+health report, uses the resources, then stops everything in reverse order.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 Run it with ``python3 tasks.py demo`` (or ``python -m examples.service``), or
 under any ASGI server as ``examples.service.app:app``.
+
+Input limits: a request body larger than `MAX_REQUEST_BYTES` (16 KiB) is
+answered 413; a note id outside 1 .. 2**63 - 1 (what both databases can
+store) and a note body with the NUL character (which PostgreSQL's text cannot
+hold) are answered 422.
 """
 
 # --8<-- [start:imports]
@@ -9,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated
+from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response, status
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Response, status
+from pydantic import BaseModel, Field, field_validator
 
 from examples.service.cache import Cache, MemoryCache, open_redis
 from examples.service.database import Database, Note, open_postgres, open_sqlite
+from examples.service.limits import BodySizeLimit
 from examples.service.settings import Settings
 from lifespan_kit import Bundle, Listener, Registry
 from lifespan_kit.fastapi import resource, resources
@@ -90,16 +96,33 @@ Db = Annotated[Database, Depends(resource(db))]
 
 
 # --8<-- [start:handlers]
+MAX_REQUEST_BYTES: Final = 16 * 1024
+MAX_NOTE_ID: Final = 2**63 - 1  # a 64-bit id, in SQLite and in PostgreSQL
+
+
 class NewNote(BaseModel):
     """The body of a POST /notes request."""
 
-    body: str
+    body: str = Field(description="The note's text, without NUL characters.")
+
+    @field_validator("body")
+    @classmethod
+    def has_no_nul(cls, body: str) -> str:
+        if "\x00" in body:
+            message = "a note cannot contain the NUL character (\\u0000)"
+            raise ValueError(message)
+        return body
 
 
+NoteId = Annotated[int, Path(ge=1, le=MAX_NOTE_ID)]
 router = APIRouter()
 
 
-@router.post("/notes", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/notes",
+    status_code=status.HTTP_201_CREATED,
+    responses={413: {"description": f"The body is over {MAX_REQUEST_BYTES} bytes."}},
+)
 async def create_note(new: NewNote, database: Db) -> Note:
     """Store a note."""
     return await database.add_note(new.body)
@@ -112,7 +135,7 @@ async def list_notes(database: Db) -> list[Note]:
 
 
 @router.get("/notes/{note_id}")
-async def read_note(note_id: int, res: Res, response: Response) -> Note:
+async def read_note(note_id: NoteId, res: Res, response: Response) -> Note:
     """Read a note, from the cache when it is there (see the X-Cache header)."""
     key = f"note:{note_id}"
     cached = await res.cache.get(key)
@@ -130,7 +153,7 @@ async def read_note(note_id: int, res: Res, response: Response) -> Note:
 @router.delete(
     "/notes/{note_id}", status_code=status.HTTP_204_NO_CONTENT, response_model=None
 )
-async def delete_note(note_id: int, res: Res) -> None:
+async def delete_note(note_id: NoteId, res: Res) -> None:
     """Delete a note and its cache entry."""
     if not await res.db.delete_note(note_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No note has this id.")
@@ -164,6 +187,7 @@ def create_app(
         )
     app = FastAPI(title="Notes", lifespan=app_lifespan, routes=health_routes())
     app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)
     return app
 
 

@@ -25,7 +25,13 @@ from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
 from examples.service import __main__ as service_main
-from examples.service.app import Resources, create_app, registry
+from examples.service.app import (
+    MAX_NOTE_ID,
+    MAX_REQUEST_BYTES,
+    Resources,
+    create_app,
+    registry,
+)
 from examples.service.cache import Cache, MemoryCache, RedisCache, open_redis
 from examples.service.database import Database, PostgresDatabase, SqliteDatabase
 from examples.service.settings import Settings
@@ -138,6 +144,135 @@ async def test_memory_cache_forgets_expired_entries() -> None:
     await cache.set("fresh", "1", ttl=60)
     await cache.set("stale", "2", ttl=-1)
     assert [await cache.get("fresh"), await cache.get("stale")] == ["1", None]
+
+
+# --- input limits, on SQLite and on PostgreSQL ----------------------------------
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres"),
+    ]
+)
+def notes_app(request: pytest.FixtureRequest, app_name: str) -> FastAPI:
+    """The service on SQLite, or on PostgreSQL (skipped when it is unreachable)."""
+    if request.param == "sqlite":
+        return app_on(Settings())
+    dsn = request.getfixturevalue("postgres_dsn")
+    return app_on(Settings(database_url=SecretStr(dsn), app_name=app_name))
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize(
+    "note_id",
+    [
+        pytest.param("99999999999999999999999", id="huge"),
+        pytest.param(str(MAX_NOTE_ID + 1), id="one-past-64-bits"),
+        pytest.param("0", id="zero"),
+        pytest.param("-1", id="negative"),
+    ],
+)
+async def test_an_id_no_database_can_hold_is_422(
+    notes_app: FastAPI, method: str, note_id: str
+) -> None:
+    """An id outside 1 .. 2**63 - 1 is refused before any query: 422, not 500."""
+    async with open_client(notes_app) as client:
+        response = await client.request(method, f"/notes/{note_id}")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "note_id"]
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_the_largest_id_is_a_missing_note(
+    notes_app: FastAPI, method: str
+) -> None:
+    """The largest 64-bit id reaches the database, which has no such note: 404."""
+    async with open_client(notes_app) as client:
+        response = await client.request(method, f"/notes/{MAX_NOTE_ID}")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param("\x00", id="alone"),
+        pytest.param("before\x00", id="at-the-end"),
+        pytest.param("\x00after", id="at-the-start"),
+        pytest.param("in\x00the middle", id="in-the-middle"),
+    ],
+)
+async def test_a_nul_character_is_422(notes_app: FastAPI, body: str) -> None:
+    """PostgreSQL's text cannot hold NUL: such a note is refused, on both databases."""
+    async with open_client(notes_app) as client:
+        response = await client.post("/notes", json={"body": body})
+        listed = await client.get("/notes")
+    assert response.status_code == 422
+    assert "NUL character" in response.json()["detail"][0]["msg"]
+    assert body not in [note["body"] for note in listed.json()]
+
+
+async def test_other_characters_are_kept(notes_app: FastAPI) -> None:
+    """Escapes, emoji and separators that are not NUL round-trip unchanged."""
+    body = "\\u0000 is six characters; \u2028 \U0001f600 \t tab"
+    async with open_client(notes_app) as client:
+        created = await client.post("/notes", json={"body": body})
+        read = await client.get(f"/notes/{created.json()['id']}")
+    assert created.status_code == 201
+    assert read.json()["body"] == body
+
+
+async def chunks(size: int) -> AsyncIterator[bytes]:
+    """A body of `size` bytes, sent without a Content-Length (chunked)."""
+    yield b'{"body": "'
+    for _ in range(size // 1000):
+        yield b"x" * 1000
+    yield b'"}'
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param("declared", id="content-length"),
+        pytest.param("chunked", id="chunked"),
+    ],
+)
+async def test_a_body_over_the_limit_is_413(notes_app: FastAPI, send: str) -> None:
+    """A 20 MB note is refused with 413, whether its length is declared or not."""
+    size = 20 * 1024 * 1024
+    async with open_client(notes_app) as client:
+        if send == "declared":
+            response = await client.post("/notes", json={"body": "x" * size})
+        else:
+            response = await client.post(
+                "/notes",
+                content=chunks(size),
+                headers={"content-type": "application/json"},
+            )
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": f"The request body is larger than {MAX_REQUEST_BYTES} bytes."
+    }
+
+
+async def test_a_body_at_the_limit_is_accepted(notes_app: FastAPI) -> None:
+    """A body of exactly MAX_REQUEST_BYTES bytes is a note like any other."""
+    frame = len(b'{"body": ""}')
+    body = "x" * (MAX_REQUEST_BYTES - frame)
+    async with open_client(notes_app) as client:
+        response = await client.post(
+            "/notes",
+            content=f'{{"body": "{body}"}}'.encode(),
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 201
+    assert response.json()["body"] == body
+
+
+async def test_the_size_limit_passes_other_traffic(notes_app: FastAPI) -> None:
+    """The lifespan (not HTTP) and body-less requests go through the limit."""
+    async with open_client(notes_app) as client:
+        assert (await client.get("/notes")).status_code == 200
 
 
 # --- settings -------------------------------------------------------------------

@@ -12,7 +12,9 @@ or as a script (``python -m examples.worker.app``), which does the same through
 The worker claims the oldest queued job, counts its words, stores the result and
 takes the next one. A background task puts back jobs that a worker claimed but
 never finished (it crashed, or was killed), so they are handled again. Settings
-come from the environment: ``WORKER_DATABASE``, ``WORKER_POLL_INTERVAL``,
+come from the environment: ``WORKER_DATABASE`` (by default
+``lifespan_kit_worker.sqlite3`` in the system's temporary folder, so that the
+worker and ``enqueue`` share it from any folder), ``WORKER_POLL_INTERVAL``,
 ``WORKER_STALE_AFTER`` and ``WORKER_EXIT_WHEN_IDLE``.
 """
 
@@ -22,6 +24,7 @@ import logging
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -42,7 +45,7 @@ class Settings(BaseModel):
 
     model_config: ClassVar[ConfigDict] = ConfigDict(frozen=True, extra="forbid")
 
-    database: str = "worker.sqlite3"
+    database: str = os.path.join(tempfile.gettempdir(), "lifespan_kit_worker.sqlite3")
     poll_interval: float = Field(default=0.5, gt=0)
     stale_after: float = Field(default=30.0, gt=0)
     exit_when_idle: bool = False

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import anyio
 import pytest
 
 import lifespan_kit
-from examples.worker.app import Resources, enqueue, main, registry
+from examples.worker.app import Resources, Settings, enqueue, main, registry
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TIMEOUT = 20.0
@@ -104,3 +105,13 @@ def test_the_command_line_runs_it_and_sigterm_stops_it(
     reader.join(timeout=TIMEOUT)
     process.stderr.close()
     assert jobs_in(database) == [(1, "done", "2"), (2, "done", "3")]
+
+
+def test_the_default_database_is_in_the_temporary_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run from a clone, the worker leaves no database file in the working tree."""
+    monkeypatch.delenv("WORKER_DATABASE", raising=False)
+    database = Path(Settings.from_environment().database)
+    assert database.parent == Path(tempfile.gettempdir())
+    assert database.name == "lifespan_kit_worker.sqlite3"
