@@ -32,6 +32,7 @@ from ``tests/docs_prelude.pyi``.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import itertools
 import re
@@ -483,6 +484,7 @@ PUBLIC_MODULES = (
 )
 
 
+@functools.cache
 def _definitions(module_name: str) -> dict[str, str | None]:
     """Return each top-level name of a lifespan_kit module and its docstring.
 
@@ -493,14 +495,18 @@ def _definitions(module_name: str) -> dict[str, str | None]:
     if not path.exists():
         path = ROOT / module_name.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    # Names imported under `if TYPE_CHECKING:` (created on first use, as the
-    # package's pydantic models are) are documented where they come from.
+    # The package imports its public names under `if TYPE_CHECKING:` (they are
+    # loaded on first use); they are documented where they come from. Other
+    # modules import under it only for annotations, sometimes each other's.
+    is_package = path.name == "__init__.py"
     body = [
         statement
         for node in tree.body
         for statement in (
             node.body
-            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            if is_package
+            and isinstance(node, ast.If)
+            and ast.unparse(node.test) == "TYPE_CHECKING"
             else [node]
         )
     ]
