@@ -381,12 +381,10 @@ class Telemetry:
         self._end_root(root, event, self._startup_duration)
 
     def _close(self, event: LifespanEvent) -> None:
-        """End the run: its teardown's root, and whatever it still counts."""
+        """Forget the run; end its teardown's root (a failed startup has none)."""
         run = self._runs.pop(event.run_id)
         if run.root is not None:
             self._end_root(run.root, event, self._teardown_duration)
-        for name in list(run.states):
-            self._move(run, name, None)
 
     def _end_root(
         self, root: Span, event: LifespanEvent, histogram: metrics.Histogram
@@ -396,8 +394,7 @@ class Telemetry:
             attributes[_ERROR_TYPE] = _error_type(event.error)
             _record_error(root, event.error)
         root.end()
-        if event.duration is not None:
-            histogram.record(event.duration, attributes)
+        histogram.record(event.duration or 0.0, attributes)
 
     def _checked(self, event: LifespanEvent) -> None:
         """Trace one call of `Lifespan.health()`: a span, and one per check."""
