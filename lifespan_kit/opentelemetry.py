@@ -20,7 +20,7 @@ Added in 0.1.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,6 +30,7 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, trace
     from opentelemetry.context import Context
+    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     _MESSAGE = (
@@ -38,7 +39,7 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     )
     raise ImportError(_MESSAGE) from _missing
 
-from lifespan_kit import LifespanEvent, Resource, ResourceEvent
+from lifespan_kit import LifespanEvent, ResourceEvent
 from lifespan_kit.errors import LifespanKitError
 
 __all__ = ["Telemetry"]
@@ -84,7 +85,7 @@ def _installed_version() -> str | None:
         return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Step:
     """One start or stop of one resource: its span, and the context it made current."""
 
@@ -96,12 +97,13 @@ class _Step:
     ended: int | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Run:
     """What one run of a lifespan has open: its root span and resource spans."""
 
-    resources: Mapping[str, Resource[object]]
+    dependencies: Mapping[str, Sequence[str]]
     dependents: Mapping[str, Sequence[str]]
+    background: frozenset[str] = frozenset()
     root: Span | None = None
     parent: Context | None = None
     startup: SpanContext | None = None
@@ -204,11 +206,15 @@ class Telemetry:
             description="How long the stop of a resource took.",
             explicit_bucket_boundaries_advisory=_BUCKETS,
         )
-        self._resource_count = meter.create_up_down_counter(
+        # Observed when the metrics are collected: a start or stop only
+        # updates a dictionary.
+        meter.create_observable_up_down_counter(
             "lifespan_kit.resource.count",
+            callbacks=[self._observe_states],
             unit="{resource}",
             description="Resources starting, running, failed or stopping.",
         )
+        self._observed: set[tuple[str, str]] = set()
         self._health_checks = meter.create_counter(
             "lifespan_kit.health_checks",
             unit="{check}",
@@ -228,7 +234,7 @@ class Telemetry:
         run = self._runs.get(event.run_id)
         if run is None:
             # Events of a run whose startup it did not see: spans without a root.
-            run = self._runs[event.run_id] = _Run(resources={}, dependents={})
+            run = self._runs[event.run_id] = _Run(dependencies={}, dependents={})
         kind = event.kind
         if kind == "starting":
             self._starting(run, event.resource_name)
@@ -242,8 +248,7 @@ class Telemetry:
             self._stopped(run, event)
 
     def _starting(self, run: _Run, name: str) -> None:
-        resource = run.resources.get(name)
-        dependencies = [] if resource is None else _dependency_names(resource)
+        dependencies = run.dependencies.get(name, ())
         span = self._tracer.start_span(
             f"start {name}",
             context=run.parent,
@@ -253,9 +258,9 @@ class Telemetry:
         step = run.starts[name] = _Step(span, time.perf_counter(), None)
         # A background task is spawned during its start: it must not inherit
         # the span, or everything it ever traces would join the startup.
-        if resource is None or resource.kind != "background":
+        if name not in run.background:
             step.token = otel_context.attach(trace.set_span_in_context(span))
-        self._move(run, name, "starting")
+        run.states[name] = "starting"
 
     def _started(self, run: _Run, event: ResourceEvent) -> None:
         name = event.resource_name
@@ -264,35 +269,36 @@ class Telemetry:
         attributes: dict[str, str] = {_RESOURCE_NAME: name}
         if event.kind == "started":
             step.ended = time.time_ns()
-            self._move(run, name, "running")
+            run.states[name] = "running"
             if run.root is None:
                 step.span.end(step.ended)
         else:
             attributes[_ERROR_TYPE] = _error_type(event.error)
-            self._move(run, name, None)
+            del run.states[name]
             _record_error(step.span, event.error)
             step.span.end()
         self._start_duration.record(_duration(event, step), attributes)
 
     def _stopping(self, run: _Run, name: str) -> None:
-        resource = run.resources.get(name)
-        dependencies = [] if resource is None else _dependency_names(resource)
         span = self._tracer.start_span(
             f"stop {name}",
             context=run.parent,
-            attributes={_RESOURCE_NAME: name, _DEPENDENCIES: dependencies},
+            attributes={
+                _RESOURCE_NAME: name,
+                _DEPENDENCIES: run.dependencies.get(name, ()),
+            },
             links=_links(run.stops, run.dependents.get(name, ())),
         )
         step = run.stops[name] = _Step(span, time.perf_counter(), None)
         step.token = otel_context.attach(trace.set_span_in_context(span))
-        self._move(run, name, "stopping")
+        run.states[name] = "stopping"
 
     def _stopped(self, run: _Run, event: ResourceEvent) -> None:
         name = event.resource_name
         step = run.stops[name]
         _detach(step)
         attributes: dict[str, str] = {_RESOURCE_NAME: name}
-        self._move(run, name, None)
+        del run.states[name]
         if event.kind == "stop_failed":
             attributes[_ERROR_TYPE] = _error_type(event.error)
             _record_error(step.span, event.error)
@@ -304,7 +310,7 @@ class Telemetry:
         self._failures.add(
             1, {_RESOURCE_NAME: name, _ERROR_TYPE: _error_type(event.error)}
         )
-        self._move(run, name, "failed")
+        run.states[name] = "failed"
         # Its own trace, linked to the startup's: it happens long after.
         span = self._tracer.start_span(
             f"failure {name}",
@@ -315,14 +321,18 @@ class Telemetry:
         _record_error(span, event.error)
         span.end()
 
-    def _move(self, run: _Run, name: str, state: str | None) -> None:
-        """Count the resource in its new state (None: stopped), not in its last."""
-        last = run.states.pop(name, None)
-        if last is not None:
-            self._resource_count.add(-1, {_RESOURCE_NAME: name, _RESOURCE_STATE: last})
-        if state is not None:
-            run.states[name] = state
-            self._resource_count.add(1, {_RESOURCE_NAME: name, _RESOURCE_STATE: state})
+    def _observe_states(self, options: CallbackOptions) -> Iterator[Observation]:
+        """Count the resources in each state, in every run; 0 for a state left."""
+        counts: dict[tuple[str, str], int] = {}
+        for run in list(self._runs.values()):
+            for name, state in list(run.states.items()):
+                counts[name, state] = counts.get((name, state), 0) + 1
+        self._observed.update(counts)
+        for name, state in sorted(self._observed):
+            yield Observation(
+                counts.get((name, state), 0),
+                {_RESOURCE_NAME: name, _RESOURCE_STATE: state},
+            )
 
     # --- the lifespan ----------------------------------------------------------
 
@@ -345,16 +355,24 @@ class Telemetry:
             self._close(event)
 
     def _startup_began(self, event: LifespanEvent) -> None:
+        dependencies = {
+            resource.name: tuple(d.resource_name for d in resource.dependencies)
+            for resource in event.resources
+        }
         dependents: dict[str, list[str]] = {}
-        for resource in event.resources:
-            for dependency in _dependency_names(resource):
-                dependents.setdefault(dependency, []).append(resource.name)
+        for name, names in dependencies.items():
+            for dependency in names:
+                dependents.setdefault(dependency, []).append(name)
         run = self._runs[event.run_id] = _Run(
-            resources={resource.name: resource for resource in event.resources},
+            dependencies=dependencies,
             dependents=dependents,
+            background=frozenset(
+                r.name for r in event.resources if r.kind == "background"
+            ),
         )
-        names = [resource.name for resource in event.resources]
-        root = self._open_root(run, "lifespan_kit startup", {_RESOURCES: names})
+        root = self._open_root(
+            run, "lifespan_kit startup", {_RESOURCES: tuple(dependencies)}
+        )
         run.startup = root.get_span_context()
 
     def _open_root(
@@ -423,10 +441,6 @@ class Telemetry:
             root.set_status(Status(StatusCode.ERROR, f"unhealthy: {', '.join(failed)}"))
             root.set_attribute(_ERROR_TYPE, "unhealthy")
         root.end(ended)
-
-
-def _dependency_names(resource: Resource[object]) -> list[str]:
-    return [dependency.resource_name for dependency in resource.dependencies]
 
 
 def _links(steps: Mapping[str, _Step], names: Iterable[str]) -> list[Link]:
