@@ -197,7 +197,8 @@ def format_w1(backend: str, dag: Dag, result: W1Result) -> list[str]:
     lines = [
         f"[{backend}] W1: {len(dag.names)} sleeping resources, concurrent, "
         f"median of {result.runs} runs",
-        f"  critical path: start {start_cp * 1000:.1f} ms, stop {stop_cp * 1000:.1f} ms",
+        f"  critical path: start {start_cp * 1000:.1f} ms, "
+        f"stop {stop_cp * 1000:.1f} ms",
         "",
         f"  {'tracing':<8} {'startup ms':>10} {'/ off':>6} "
         f"{'teardown ms':>11} {'/ off':>6}",
