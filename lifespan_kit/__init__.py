@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from lifespan_kit._bundle import Bundle, ResourceMap
 from lifespan_kit._lifespan import Lifespan
+from lifespan_kit._outcome import (
+    HealthReport,
+    ResourceHealth,
+    ResourceTiming,
+    StartupReport,
+)
 from lifespan_kit._registry import Registry
 from lifespan_kit._report import (
     EventKind,
-    HealthReport,
     LifespanEvent,
     LifespanEventKind,
     LifespanListener,
     Listener,
     ResourceEvent,
-    ResourceHealth,
-    ResourceTiming,
-    StartupReport,
 )
 from lifespan_kit._resource import Resource
 from lifespan_kit._runner import run

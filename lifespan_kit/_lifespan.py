@@ -16,16 +16,13 @@ import anyio.lowlevel
 from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
 from lifespan_kit._graph import Plan
 from lifespan_kit._instance import Instance
-from lifespan_kit._report import (
+from lifespan_kit._outcome import (
     HealthReport,
-    LifespanEvent,
-    LifespanEventKind,
-    Listener,
-    Monitor,
     ResourceHealth,
     StartupReport,
     create_report,
 )
+from lifespan_kit._report import LifespanEvent, LifespanEventKind, Listener, Monitor
 from lifespan_kit._run import Run, one_or_group, startup_failure
 from lifespan_kit._settings import Timeouts
 from lifespan_kit.errors import (
