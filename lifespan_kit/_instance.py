@@ -186,13 +186,13 @@ class Instance:
                 if self.monitor.is_active:
                     self.monitor.emit(resource.name, "start_failed", error=type_error)
                 raise
-        self.busy = 0.0
         self.began = time.perf_counter()
         scope = self.scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
         timeout = self.start_timeout
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
         if resource.kind != "async_generator":
+            self.busy = 0.0
             return Later(self._start_later(args, kwargs, host, scope, deadline))
         # The common case, inline: take the generator's first step by hand,
         # and await only if it suspends.
@@ -582,7 +582,6 @@ class Instance:
             monitor.emit(self.resource.name, "stopping")
         # A teardown can be shortened from the moment it begins (even by itself).
         self._stopping = scope
-        self.busy = 0.0
         began = time.perf_counter()
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
@@ -590,6 +589,7 @@ class Instance:
         if agen is None:
             if teardown is None:
                 return self._stopped(host, scope, began, deadline, owned, False)
+            self.busy = 0.0
             rest = armed(teardown(), scope, deadline, self)
         else:
             # As in `start_at_once`: the last step by hand, awaited only if it
@@ -598,17 +598,18 @@ class Instance:
             try:
                 signal = step.send(None)
             except StopAsyncIteration:
+                # A failure while running implies an owned scope.
                 if (
                     owned
                     or self._grace is not None
                     or monitor.is_active
-                    or self.runtime_failure is not None
                     or time.perf_counter() - began > timeout
                 ):
                     return self._stopped(host, scope, began, deadline, owned, False)
                 self._stopping = None
                 return None  # the common case: nothing to leave or report
             except StopIteration:
+                self.busy = 0.0
                 rest = self._close_after_second_yield(agen, scope, deadline)
             except BaseException as exc:
                 return self._stop_failed(host, scope, exc, began, owned=owned)

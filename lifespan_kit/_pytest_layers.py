@@ -1,153 +1,230 @@
-"""The pytest plugin's machinery: layers of resources, their host tasks, their loops.
+"""The pytest plugin's machinery: layers of resources, and which test gets which.
 
-`lifespan_kit.pytest_plugin` turns ini options and markers into calls here.
+`lifespan_kit.pytest_plugin` turns ini options, markers and fixture requests
+into calls here; it imports this module only once a registry is in use.
 
 - A resource lives in a *layer*: one per scope node (the session, a module, a
   test...), event loop and registry. A resource's layer is the narrowest of its
-  own scope, its dependencies' layers and the place an override of it was
-  declared, so overriding ``db`` for one test restarts what depends on ``db``
-  for that test only, and what only the replaced ``db`` needed never starts.
-- Each layer enters its resources in one *host task* on the test's event loop,
-  so setup and teardown may come from different tasks (pytest-asyncio does
-  that) while the resources enter and exit in one.
+  own scope, its dependencies' layers, the place an override of it was
+  declared and the scope of the ``lifespan_kit_registry`` fixture, so
+  overriding ``db`` for one test restarts what depends on ``db`` for that test
+  only, and what only the replaced ``db`` needed never starts.
+- Each started resource is a *slot* of its layer: its value, or the failure
+  that every test asking for it gets (a failed start, or a failure while it
+  runs, which also marks the slots built on it).
+- Each layer enters its resources in one *host task* on the test's event loop
+  (see `lifespan_kit._pytest_loops`), so setup and teardown may come from
+  different tasks (pytest-asyncio does that) while the resources enter and
+  exit in one. The host task also waits on each lifespan's `wait_failed`.
 - A layer stops, in reverse, when pytest tears its scope node down, or when the
   loop it runs on is about to end; its teardown errors are raised then, once.
-- A *driver* runs coroutines on a test's loop from pytest's synchronous code:
-  pytest-asyncio's runner, anyio's test runner (asyncio or trio), or a
-  background loop for sync tests.
+- A *driver* runs coroutines on a test's loop from pytest's synchronous code
+  (see `lifespan_kit._pytest_loops`). A value already started is handed out
+  without touching the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import sys
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar, cast
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import cast
 
-import anyio
-import anyio.from_thread
 import pytest
 
-from lifespan_kit._bundle import Bundle
-from lifespan_kit._lifespan import Lifespan
+from lifespan_kit._pytest_loops import (
+    AnyioDriver,
+    AsyncioDriver,
+    AsyncioRunner,
+    Driver,
+    Host,
+    PortalDriver,
+)
 from lifespan_kit._registry import Registry
+from lifespan_kit.pytest_plugin import MARKER, SCOPES, Settings
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
-if TYPE_CHECKING:
-    from anyio.abc import TestRunner
-    from anyio.streams.memory import (
-        MemoryObjectReceiveStream,
-        MemoryObjectSendStream,
-    )
+# pytest leaves the frames of this module out of failure reports, so that a
+# report starts with the test and the resource code the user wrote.
+__tracebackhide__ = True
 
-    from lifespan_kit._bundle import ResourceMap
-
-T = TypeVar("T")
-
-Scope = Literal["session", "package", "module", "class", "function"]
-"""A pytest fixture scope: how long a resource fixture's value lives.
-
-Example:
-    ```python
-    from lifespan_kit.pytest_plugin import Scope
-
-    scope: Scope = "module"  # as in `lifespan_kit_scopes = db = module`
-    ```
-"""
-
-SCOPES: Final[tuple[Scope, ...]] = (
-    "session",
-    "package",
-    "module",
-    "class",
-    "function",
-)
-"""Every scope, widest first: a resource lives no longer than its dependencies.
-
-Example:
-    ```python
-    from lifespan_kit.pytest_plugin import SCOPES
-
-    assert SCOPES.index("session") < SCOPES.index("function")
-    ```
-"""
-
-MARKER: Final = "lifespan_kit"
-"""The marker that replaces resources for a test, a class or a module.
-
-Example:
-    ```python
-    import pytest
-
-    @pytest.mark.lifespan_kit(clock="fixed")
-    def test_clock(clock: str) -> None:
-        assert clock == "fixed"
-    ```
-"""
+_FUNCTION = SCOPES.index("function")
+_RESOLVER = pytest.StashKey["Resolver"]()
 
 
-@dataclass(frozen=True)
-class Settings:
-    registry: Registry | None
-    default_scope: int
-    scopes: Mapping[str, int]
-    prefix: str
-    bundle: type[Bundle] | None
+Node = pytest.Item | pytest.Collector
+_LayerKey = tuple["Driver", int, Node, Registry]
+"""A layer's identity: its loop, its level, its scope node and its registry."""
 
 
-def scope_index(scope: str, where: str) -> int:
-    if scope not in SCOPES:
-        message = f"scope {scope!r} {where} is not one of {', '.join(SCOPES)}."
-        raise pytest.UsageError(message)
-    return SCOPES.index(scope)
+class _Slot:
+    """One resource started in a layer: its value, or the failure to report."""
+
+    __slots__ = ("context", "dependencies", "dependents", "error", "name", "value")
+
+    def __init__(self, name: str, dependencies: list[_Slot]) -> None:
+        self.name = name
+        self.dependencies = dependencies
+        self.dependents: list[_Slot] = []
+        self.value: object = None
+        self.error: BaseException | None = None
+        self.context: BaseException | None = None
+
+    def get(self) -> object:
+        if self.error is not None:
+            self.raise_error()
+        return self.value
+
+    def raise_error(self) -> None:
+        error = self.error
+        assert error is not None
+        # Raised afresh each time: the report of every test that gets it has
+        # the same size, instead of growing with the frames of each raise.
+        error.__context__ = self.context
+        raise error.with_traceback(None)
+
+    def fail(self, error: BaseException) -> None:
+        """Record `error` here and in every slot built on this one."""
+        if self.error is None:
+            self.error = error
+            self.context = error.__context__
+            for dependent in self.dependents:
+                dependent.fail(error)
 
 
-class _Driver(Protocol):
-    """Runs coroutines on one event loop from synchronous fixture code."""
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(eq=False)
 class _Layer:
     """The resources of one scope node on one loop, entered by one host task."""
 
-    driver: _Driver
-    level: int
-    host: Host
-    values: dict[str, object] = field(default_factory=dict[str, object])
-    failures: dict[str, BaseException] = field(default_factory=dict[str, BaseException])
+    def __init__(self, driver: Driver, level: int) -> None:
+        self.driver = driver
+        self.level = level
+        self.slots: dict[str, _Slot] = {}
+        self.host: Host | None = None
 
+    def fail(self, resource_name: str, error: BaseException) -> None:
+        self.slots[resource_name].fail(_prepared(error))
 
-_LayerKey = tuple["_Driver", int, "pytest.Item | pytest.Collector", Registry]
-"""A layer's identity: its loop, its level, its scope node and its registry."""
+    def forget(self) -> None:
+        """Unlink this layer's slots from the wider ones they were built on."""
+        for slot in self.slots.values():
+            for dependency in slot.dependencies:
+                with contextlib.suppress(ValueError):
+                    dependency.dependents.remove(slot)
 
 
 class State:
     """What the plugin keeps for the whole run: loops and running layers.
 
-    Layers and pytest-asyncio's loops end with their scope node, through the
-    node's finalizers (which pytest runs before those of fixtures set up
-    earlier, such as the loop's own runner). anyio's test runner is shared
-    by all tests of a backend, so it is held until the next test needs
-    another backend, or none.
+    Layers end with their scope node, through the node's finalizers (which
+    pytest runs before those of fixtures set up earlier, such as the loop's
+    own runner), and pytest-asyncio's loops end with their runner fixture.
+    anyio's test runner is shared by all tests of a backend, so it is held
+    until a test needs another backend, or none.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runners: dict[str, tuple[object, pytest.FixtureDef[object]]],
+    ) -> None:
         self.settings = settings
         self.layers: dict[_LayerKey, _Layer] = {}
-        self.drivers: list[_Driver] = []
-        self.items: list[pytest.Item] = []
-        self.positions: dict[pytest.Item, int] = {}
+        self.drivers: list[Driver] = []
+        self._runners = runners
+        self._registry_levels = weakref.WeakKeyDictionary[Registry, int]()
+        self._levels = weakref.WeakKeyDictionary[Registry, dict[str, int]]()
 
-    def driver_for(self, request: pytest.FixtureRequest) -> _Driver:
+    # --- what pytest tells -----------------------------------------------------
+
+    def resolver(
+        self,
+        request: pytest.FixtureRequest,
+        registry: Registry,
+        fixture_overrides: Mapping[str, object],
+    ) -> Resolver:
+        """Return the test's resolver, made by its first resource fixture."""
+        stash = cast("pytest.Item", request.node).stash
+        resolver = stash.get(_RESOLVER, None)
+        if resolver is None:
+            resolver = stash[_RESOLVER] = Resolver(
+                self, request, registry, fixture_overrides
+            )
+        return resolver
+
+    def cap_registry(self, registry: object, scope: str) -> None:
+        """Make the resources of `registry` live no longer than its fixture.
+
+        Raises:
+            pytest.UsageError: When the fixture gives something else.
+        """
+        if not isinstance(registry, Registry):
+            message = (
+                f"the lifespan_kit_registry fixture gave a {type(registry).__name__}, "
+                "not a lifespan_kit Registry: return `registry.override(...)` "
+                "or the registry itself."
+            )
+            raise pytest.UsageError(message)
+        self._registry_levels[registry] = SCOPES.index(scope)
+
+    def registry_level(self, registry: Registry) -> int:
+        return self._registry_levels.get(registry, 0)
+
+    def shared_levels(self, registry: Registry) -> dict[str, int]:
+        """The levels of `registry`'s resources for tests without overrides."""
+        levels = self._levels.get(registry)
+        if levels is None:
+            levels = self._levels[registry] = {}
+        return levels
+
+    def use_anyio_backend(self, backend: object) -> None:
+        """Give back anyio's runner unless it runs `backend`."""
+        if not self._holds_anyio():
+            return
+        errors: list[BaseException] = []
+        for driver in list(self.drivers):
+            if isinstance(driver, AnyioDriver) and driver.backend != backend:
+                errors.extend(self.stop_driver(driver))
+        raise_all(errors)
+
+    def after_test(self, item: pytest.Item, next_item: pytest.Item | None) -> None:
+        """Forget the test; give anyio's runner back before a test without it.
+
+        A sync test may start a loop of its own (`anyio.run`), which anyio
+        refuses while its runner is held. A test skipped by a ``skip`` marker
+        is looked past: it asks for no loop, and its own teardown decides for
+        the test after it.
+        """
+        if _RESOLVER in item.stash:
+            del item.stash[_RESOLVER]
+        if self._holds_anyio() and (
+            next_item is None
+            or not (_runs_on_anyio(next_item) or next_item.get_closest_marker("skip"))
+        ):
+            self.use_anyio_backend(None)
+
+    def _holds_anyio(self) -> bool:
+        return any(isinstance(driver, AnyioDriver) for driver in self.drivers)
+
+    def raise_runtime_failure(self, item: pytest.Item) -> None:
+        """Raise the failure of a resource the test got, if one failed since."""
+        resolver = item.stash.get(_RESOLVER, None)
+        if resolver is not None:
+            for slot in resolver.used:
+                if slot.error is not None:
+                    slot.raise_error()
+
+    def close(self) -> None:
+        """Give anyio's runner back; the other loops end with their scope nodes."""
+        self.use_anyio_backend(None)
+
+    # --- loops -----------------------------------------------------------------
+
+    def driver_for(self, request: pytest.FixtureRequest) -> Driver:
         item = request.node
         assert isinstance(item, pytest.Function)
         if not inspect.iscoroutinefunction(item.obj):
@@ -157,22 +234,27 @@ class State:
             return self._anyio_driver(backend)
         return self._asyncio_driver(request, item)
 
-    def _portal_driver(self, item: pytest.Item) -> _Driver:
+    def _portal_driver(self, item: pytest.Item) -> Driver:
         for driver in self.drivers:
-            if isinstance(driver, _PortalDriver):
+            if isinstance(driver, PortalDriver):
                 return driver
-        return self._add_driver(_PortalDriver(), item.session)
+        driver = PortalDriver()
+        self.drivers.append(driver)
+        item.session.addfinalizer(lambda: raise_all(self.stop_driver(driver)))
+        return driver
 
-    def _anyio_driver(self, backend: object) -> _Driver:
+    def _anyio_driver(self, backend: object) -> Driver:
+        self.use_anyio_backend(backend)  # one runner at a time
         for driver in self.drivers:
-            if isinstance(driver, _AnyioDriver) and driver.backend == backend:
+            if isinstance(driver, AnyioDriver):
                 return driver
-        self.release_anyio(None)  # one runner at a time: another backend's ends
-        return self._add_driver(_AnyioDriver(backend), None)
+        driver = AnyioDriver(backend)
+        self.drivers.append(driver)
+        return driver
 
     def _asyncio_driver(
         self, request: pytest.FixtureRequest, item: pytest.Function
-    ) -> _Driver:
+    ) -> Driver:
         if not request.config.pluginmanager.has_plugin("asyncio"):
             message = (
                 f"{item.nodeid} is an async test, but neither anyio's pytest plugin "
@@ -189,66 +271,60 @@ class State:
             or request.config.getini("asyncio_default_test_loop_scope")
             or "function",
         )
-        runner = cast(
-            "_AsyncioRunner", request.getfixturevalue(f"_{loop_scope}_scoped_runner")
-        )
+        runner = self._current_runner(request, f"_{loop_scope}_scoped_runner")
         for driver in self.drivers:
-            if isinstance(driver, _AsyncioDriver) and driver.runner is runner:
+            if isinstance(driver, AsyncioDriver) and driver.runner is runner:
                 return driver
-        node = _scope_node(item, scope_index(loop_scope, "of pytest-asyncio's loop"))
-        return self._add_driver(_AsyncioDriver(runner), node)
-
-    def _add_driver(
-        self, driver: _Driver, node: pytest.Item | pytest.Collector | None
-    ) -> _Driver:
+        driver = AsyncioDriver(runner)
         self.drivers.append(driver)
-        if node is not None:
-            node.addfinalizer(lambda: raise_all(self.stop_driver(driver)))
+
+        def stop() -> None:
+            raise_all(self.stop_driver(driver))
+
+        # The runner's fixture ends its loop: at the end of the loop scope, or
+        # earlier when pytest-asyncio builds another loop (a new loop factory
+        # or event loop policy). The layers stop first, on the loop they use.
+        _, fixturedef = self._runners[f"_{loop_scope}_scoped_runner"]
+        fixturedef.addfinalizer(stop)
         return driver
 
-    async def open_layer(
-        self, key: _LayerKey, driver: _Driver, node: pytest.Item | pytest.Collector
-    ) -> _Layer:
-        """Return the layer `key`, starting its host task on first use."""
-        layer = self.layers.get(key)
-        if layer is None:
-            layer = self.layers[key] = _Layer(driver, key[1], await Host.spawn())
-            node.addfinalizer(lambda: raise_all(self._stop_layers([key])))
-        return layer
+    def _current_runner(
+        self, request: pytest.FixtureRequest, name: str
+    ) -> AsyncioRunner:
+        """Return pytest-asyncio's runner for this test: the one set up last.
 
-    def next_running(self, next_item: pytest.Item | None) -> pytest.Item | None:
-        """The next test that is not skipped by a plain ``skip`` marker."""
-        index = None if next_item is None else self.positions.get(next_item)
-        if index is None:
-            return next_item
-        for upcoming in self.items[index:]:
-            if upcoming.get_closest_marker("skip") is None:
-                return upcoming
-        return None
-
-    def release_anyio(self, next_item: pytest.Item | None) -> None:
-        """Give anyio's runner back unless the next test is async on its backend.
-
-        A sync test may start a loop of its own (`anyio.run`), which anyio
-        refuses while its runner is held.
+        pytest ends a runner fixture when its scope node ends, or when the
+        test's loop factory differs (pytest-asyncio asks for the factory
+        first), so a runner still set up is this test's.
         """
-        params = getattr(getattr(next_item, "callspec", None), "params", {})
-        backend = cast("dict[str, object]", params).get("anyio_backend")
-        if not inspect.iscoroutinefunction(getattr(next_item, "obj", None)):
-            backend = None
-        errors: list[BaseException] = []
-        for driver in list(self.drivers):
-            if isinstance(driver, _AnyioDriver) and driver.backend != backend:
-                errors.extend(self.stop_driver(driver))
-        raise_all(errors)
+        latest = self._runners.get(name)
+        if latest is not None:
+            runner, fixturedef = latest
+            cached = fixturedef.cached_result
+            if cached is not None and cached[0] is runner:
+                return cast("AsyncioRunner", runner)
+        # pytest-asyncio sets its runner up before the test's other fixtures;
+        # a fixture that asks for a resource earlier still gets the right one.
+        return cast("AsyncioRunner", request.getfixturevalue(name))  # pragma: no cover
 
-    def stop_driver(self, driver: _Driver) -> list[BaseException]:
+    def stop_driver(self, driver: Driver) -> list[BaseException]:
         errors = self._stop_layers(
             [key for key, layer in self.layers.items() if layer.driver is driver]
         )
         self.drivers.remove(driver)
         driver.close()
         return errors
+
+    # --- layers ----------------------------------------------------------------
+
+    async def open_layer(self, key: _LayerKey, node: Node) -> _Layer:
+        """Return the layer `key`, starting its host task on first use."""
+        layer = self.layers.get(key)
+        if layer is None:
+            layer = self.layers[key] = _Layer(key[0], key[1])
+            layer.host = await Host.spawn(layer.fail)
+            node.addfinalizer(lambda: raise_all(self._stop_layers([key])))
+        return layer
 
     def _stop_layers(self, keys: list[_LayerKey]) -> list[BaseException]:
         layers = [(key, self.layers[key]) for key in keys if key in self.layers]
@@ -257,12 +333,19 @@ class State:
         ordered = sorted(enumerate(layers), key=lambda e: (-e[1][1].level, -e[0]))
         for _, (key, layer) in ordered:
             del self.layers[key]
-            errors.extend(layer.driver.run(layer.host.stop))
+            layer.forget()
+            host = layer.host
+            assert host is not None
+            errors.extend(layer.driver.run(host.stop))
         return errors
 
-    def close(self) -> None:
-        """Give anyio's runner back; the other loops end with their scope nodes."""
-        self.release_anyio(None)
+
+def _runs_on_anyio(item: pytest.Item) -> bool:
+    return (
+        isinstance(item, pytest.Function)
+        and inspect.iscoroutinefunction(item.obj)
+        and "anyio_backend" in item.fixturenames
+    )
 
 
 class Resolver:
@@ -279,46 +362,66 @@ class Resolver:
         assert isinstance(item, pytest.Item)
         self._state = state
         self._item = item
-        self._base = registry
         replacements, self._override_levels = _overrides(item, fixture_overrides)
-        self._registry = registry.override(**replacements) if replacements else registry
-        self._levels: dict[str, int] = {}
+        self._base = registry
+        if replacements:
+            self._registry = registry.override(**replacements)
+            self._levels: dict[str, int] = {}
+        else:
+            self._registry = registry
+            self._levels = state.shared_levels(registry)
+        self._nodes: dict[int, Node] = {}
+        self.used: list[_Slot] = []
         # Ask for the loop now, so that pytest stops this test's fixture first.
         self._driver = state.driver_for(request)
 
-    def values(self, names: tuple[str, ...]) -> list[object]:
-        driver = self._driver
-
-        async def resolve_all() -> list[object]:
-            return [await self._resolve(name, driver) for name in names]
-
-        return driver.run(resolve_all)
-
-    async def _resolve(self, name: str, driver: _Driver) -> object:
-        level = self._level(name)
-        node = _scope_node(self._item, level)
-        key = (driver, level, node, self._base)
+    def value(self, name: str) -> object:
+        """Return the value of resource `name` for this test, or raise its failure."""
+        key = self._key(name)
         layer = self._state.layers.get(key)
-        if layer is not None and name in layer.values:
-            return layer.values[name]
-        if layer is not None and name in layer.failures:
-            raise layer.failures[name]
-        resource = self._registry[name]
-        provided = {
-            dependency.resource_name: await self._resolve(
-                dependency.resource_name, driver
-            )
-            for dependency in resource.dependencies
-        }
-        layer = await self._state.open_layer(key, driver, node)
+        slot = None if layer is None else layer.slots.get(name)
+        if slot is None:
+            slot = self._start(name)
+        self.used.append(slot)
+        return slot.get()
+
+    def _start(self, name: str) -> _Slot:
+        # Failures come back in the slot, to be raised out of the loop's frames.
+        return self._driver.run(lambda: self._resolve(name))
+
+    async def _resolve(self, name: str) -> _Slot:
+        key = self._key(name)
+        layer = self._state.layers.get(key)
+        slot = None if layer is None else layer.slots.get(name)
+        if slot is not None:
+            return slot
+        dependencies: list[_Slot] = []
+        for dependency in self._registry[name].dependencies:
+            found = await self._resolve(dependency.resource_name)
+            if found.error is not None:
+                return found
+            dependencies.append(found)
+        layer = await self._state.open_layer(key, key[2])
+        host = layer.host
+        assert host is not None
+        # In place before the start: a failure may be reported while it runs.
+        slot = layer.slots[name] = _Slot(name, dependencies)
+        for found in dependencies:
+            found.dependents.append(slot)
+        provided = {found.name: found.value for found in dependencies}
         lifespan = self._registry._open_resource(name, provided)  # pyright: ignore[reportPrivateUsage]
         try:
-            started = await layer.host.start(lifespan)
+            slot.value = (await host.start(lifespan, name))[name]
         except Exception as exc:
-            layer.failures[name] = exc
-            raise
-        value = layer.values[name] = started[name]
-        return value
+            slot.fail(_prepared(exc))
+        return slot
+
+    def _key(self, name: str) -> _LayerKey:
+        level = self._level(name)
+        node = self._nodes.get(level)
+        if node is None:
+            node = self._nodes[level] = _scope_node(self._item, level)
+        return (self._driver, level, node, self._base)
 
     def _level(self, name: str) -> int:
         level = self._levels.get(name)
@@ -327,6 +430,7 @@ class Resolver:
             level = max(
                 settings.scopes.get(name, settings.default_scope),
                 self._override_levels.get(name, 0),
+                self._state.registry_level(self._base),
                 *(
                     self._level(dependency.resource_name)
                     for dependency in self._registry[name].dependencies
@@ -341,7 +445,7 @@ def _overrides(
 ) -> tuple[dict[str, object], dict[str, int]]:
     """Collect replacements: the fixture's, then the closest marker's, by name."""
     replacements = dict(fixture_overrides)
-    levels = dict.fromkeys(fixture_overrides, SCOPES.index("function"))
+    levels = dict.fromkeys(fixture_overrides, _FUNCTION)
     for node, mark in item.iter_markers_with_node(MARKER):
         if mark.args:
             message = (
@@ -360,16 +464,16 @@ def _overrides(
 def _node_level(node: object) -> int:
     """The level of an override: the scope of the node its marker is on."""
     if isinstance(node, pytest.Item):
-        return SCOPES.index("function")
+        return _FUNCTION
     if isinstance(node, pytest.Class):
         return SCOPES.index("class")
     # A module's, or a package's (kept per module: a narrower, safe choice).
     return SCOPES.index("module")
 
 
-def _scope_node(item: pytest.Item, level: int) -> pytest.Item | pytest.Collector:
+def _scope_node(item: pytest.Item, level: int) -> Node:
     scope = SCOPES[level]
-    node: pytest.Item | pytest.Collector | None = None
+    node: Node | None = None
     if scope == "session":
         node = item.session
     elif scope == "package":
@@ -389,152 +493,26 @@ def raise_all(errors: list[BaseException]) -> None:
         raise BaseExceptionGroup(message, errors)
 
 
-# --- the host task -------------------------------------------------------------
+def _prepared(error: BaseException) -> BaseException:
+    """Strip `error` of the machinery's frames, once, before it is reported.
+
+    Its own frames are the library's (its message says everything); its
+    cause's start in the library too, then reach the code the user wrote.
+    """
+    error.__traceback__ = None
+    cause = error.__cause__
+    if cause is not None:
+        cause.__traceback__ = _user_frames(cause.__traceback__)
+    return error
 
 
-class Reply:
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: ResourceMap | None = None
-        self.error: BaseException | None = None
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    first = tb
+    while first is not None and _is_library_frame(first):
+        first = first.tb_next
+    return first or tb
 
 
-class Host:
-    """One task that enters a layer's lifespans and exits them, in reverse."""
-
-    def __init__(
-        self, send: MemoryObjectSendStream[tuple[Lifespan[ResourceMap], Reply]]
-    ) -> None:
-        self._send = send
-        self._stopped = anyio.Event()
-        self._errors: list[BaseException] = []
-
-    @classmethod
-    async def spawn(cls) -> Host:
-        send, receive = anyio.create_memory_object_stream[
-            "tuple[Lifespan[ResourceMap], Reply]"
-        ](1)
-        host = cls(send)
-        _spawn_task(lambda: host._serve(receive))
-        return host
-
-    async def start(self, lifespan: Lifespan[ResourceMap]) -> ResourceMap:
-        reply = Reply()
-        await self._send.send((lifespan, reply))
-        await reply.done.wait()
-        if reply.error is not None:
-            raise reply.error
-        assert reply.value is not None
-        return reply.value
-
-    async def stop(self) -> list[BaseException]:
-        self._send.close()
-        await self._stopped.wait()
-        return self._errors
-
-    async def _serve(
-        self,
-        requests: MemoryObjectReceiveStream[tuple[Lifespan[ResourceMap], Reply]],
-    ) -> None:
-        opened: list[Lifespan[ResourceMap]] = []
-        try:
-            with requests:
-                async for lifespan, reply in requests:
-                    try:
-                        reply.value = await lifespan.__aenter__()
-                        opened.append(lifespan)
-                    except Exception as exc:
-                        reply.error = exc
-                    finally:
-                        reply.done.set()
-        finally:
-            for lifespan in reversed(opened):
-                error = await _exit(lifespan)
-                if error is not None:
-                    self._errors.append(error)
-            self._send.close()
-            self._stopped.set()
-
-
-async def _exit(lifespan: Lifespan[ResourceMap]) -> Exception | None:
-    try:
-        await lifespan.__aexit__(None, None, None)
-    except Exception as exc:  # reported at the end of the layer's scope
-        return exc
-    return None
-
-
-def _spawn_task(func: Callable[[], Coroutine[object, object, None]]) -> None:
-    """Start `func` in a task of its own that outlives the calling task."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        trio.lowlevel.spawn_system_task(func)
-    else:
-        task = loop.create_task(func())
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
-
-
-_TASKS: set[asyncio.Task[None]] = set()
-
-
-# --- drivers: where a test's event loop comes from -----------------------------
-
-
-class _PortalDriver:
-    """A background loop for sync tests, alive until the end of the session."""
-
-    def __init__(self) -> None:
-        self._stack = contextlib.ExitStack()
-        self._portal = self._stack.enter_context(
-            anyio.from_thread.start_blocking_portal("asyncio")
-        )
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T:
-        return self._portal.call(func)
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-class _AnyioDriver:
-    """anyio's test runner, kept open between tests of the same backend."""
-
-    def __init__(self, backend: object) -> None:
-        from anyio.pytest_plugin import extract_backend_and_options, get_runner
-
-        self.backend = backend
-        name, options = extract_backend_and_options(backend)
-        self._stack = contextlib.ExitStack()
-        self._runner: TestRunner = self._stack.enter_context(get_runner(name, options))
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T:
-        return self._runner.run_fixture(func, {})
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-class _AsyncioRunner(Protocol):
-    """What pytest-asyncio's runner fixtures give: an `asyncio.Runner`."""
-
-    def run(self, coro: Coroutine[object, object, T]) -> T: ...
-
-
-class _AsyncioDriver:
-    """pytest-asyncio's runner for the test's loop scope."""
-
-    def __init__(self, runner: _AsyncioRunner) -> None:
-        self.runner = runner
-
-    def run(self, func: Callable[[], Coroutine[object, object, T]]) -> T:
-        async def call() -> T:
-            return await func()
-
-        return self.runner.run(call())
-
-    def close(self) -> None:
-        """The runner is pytest-asyncio's: it closes it."""
+def _is_library_frame(tb: TracebackType) -> bool:
+    module = cast("str", tb.tb_frame.f_globals.get("__name__", ""))
+    return module.startswith(("lifespan_kit.", "anyio.", "contextlib"))

@@ -355,8 +355,11 @@ class Registry:
 
         A callable is a factory (see [resource][lifespan_kit.Registry.resource]);
         anything else is registered as the value itself, never entered, even
-        a context manager. To register a callable as a value, wrap it:
-        ``registry.add("hook", lambda: hook)``.
+        a context manager; so is any `unittest.mock` object (``Mock``,
+        ``MagicMock``, ``AsyncMock``...), callable or not. To register another
+        callable as a value, wrap it: ``registry.add("hook", lambda: hook)``;
+        to use a mock as a factory, wrap it the same way:
+        ``lambda: factory_mock()``.
 
         Args:
             name: The resource's name.
@@ -543,8 +546,9 @@ class Registry:
         """Return a copy in which each named resource is replaced.
 
         Each replacement is a factory or a plain value, as in
-        [add][lifespan_kit.Registry.add]. Dependencies that only the replaced
-        factories needed are no longer started.
+        [add][lifespan_kit.Registry.add]: a `unittest.mock` object such as
+        ``Mock(spec_set=Database)`` is the value itself. Dependencies that only
+        the replaced factories needed are no longer started.
 
         Raises:
             UnknownResourceError: When a name is not registered (a typo would

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -241,8 +242,12 @@ def _check_depends(name: str, depends: object) -> None:
 
 
 def classify(factory: object) -> FactoryKind:
-    """Return how `factory` is run."""
-    if not callable(factory):
+    """Return how `factory` is run.
+
+    A `unittest.mock` object is a value even when callable: tests pass mocks to
+    stand for the resource itself (``override(db=Mock(spec_set=Database))``).
+    """
+    if not callable(factory) or _is_mock(factory):
         return "value"
     call = getattr(factory, "__call__", None)  # noqa: B004
     if inspect.isasyncgenfunction(factory) or inspect.isasyncgenfunction(call):
@@ -252,6 +257,12 @@ def classify(factory: object) -> FactoryKind:
     if inspect.isgeneratorfunction(factory) or inspect.isgeneratorfunction(call):
         return "generator"
     return "callable"
+
+
+def _is_mock(obj: object) -> bool:
+    # A program that never imported unittest.mock holds no mock: no import here.
+    mock = sys.modules.get("unittest.mock")
+    return mock is not None and isinstance(obj, mock.NonCallableMock)
 
 
 def _dependencies(

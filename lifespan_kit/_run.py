@@ -120,9 +120,14 @@ class Run:
         self._spawn = spawner_for(backend)
         self._forgive = forgiver_for(backend)
         self._limit = limit
-        self._is_sequential = limit == 1
-        self._waiting = [len(deps) for deps in plan.dependencies]
-        self._runnable = [p for p, count in enumerate(self._waiting) if count == 0]
+        self._is_sequential = is_sequential = limit == 1
+        # What the concurrent mode tracks; the sequential one follows the plan.
+        self._waiting: list[int] = (
+            [] if is_sequential else [len(deps) for deps in plan.dependencies]
+        )
+        self._runnable: list[int] = (
+            [] if is_sequential else [p for p, n in enumerate(self._waiting) if n == 0]
+        )
         # The sequential mode's next position to start.
         self._next = 0
         self._running = 0
@@ -349,8 +354,11 @@ class Run:
     async def _stop_chain(self, chain: list[int], host: Host) -> None:
         """Stop this host's resources last-in first-out, each once it is released."""
         instances = self.instances
-        released = self._is_released
         await self._wait(self._teardown_began, instances[chain[-1]], host)
+        if self._is_sequential:
+            await self._stop_in_order(chain, host)
+            return
+        released = self._is_released
         while chain:
             position = chain.pop()
             instance = instances[position]
@@ -362,19 +370,44 @@ class Run:
                 if type(error) is Later:
                     error = await error.step
             except BaseException as exc:
-                # Not a failure (KeyboardInterrupt, SystemExit): stop the rest.
+                # Not a failure (KeyboardInterrupt, SystemExit): raised once
+                # everything else has stopped.
                 self._escaped = exc
                 error = None
-            if error is None and self._is_sequential and self._to_stop > 1:
-                # The common case, inline: release the one started before.
-                self._to_stop -= 1
-                self._next_to_stop -= 1
-                following = self._started[self._next_to_stop]
-                released[following] = True
-                if following in self._waiters:
-                    self._waiters.pop(following).set()
-            else:
-                self._on_stopped(position, error)
+            self._on_stopped(position, error)
+        host.close()
+
+    async def _stop_in_order(self, chain: list[int], host: Host) -> None:
+        """Stop this host's resources in the exact reverse of the start order.
+
+        In the sequential mode the started positions are 0, 1, ... in order, so
+        the next to stop is always the highest one not yet stopped.
+        """
+        instances = self.instances
+        waiters = self._waiters
+        while chain:
+            position = chain.pop()
+            instance = instances[position]
+            if position != self._next_to_stop:
+                waiter = waiters[position] = self._create_event()
+                await self._wait(waiter, instance, host)
+            try:
+                error = instance.stop_at_once()
+                if type(error) is Later:
+                    error = await error.step
+            except BaseException as exc:
+                # Not a failure (KeyboardInterrupt, SystemExit): raised once
+                # everything else has stopped.
+                self._escaped = exc
+                error = None
+            if error is not None:
+                log_stop_failure(error)
+                self._stop_errors.append(error)
+            following = self._next_to_stop = position - 1
+            if following < 0:
+                self._all_stopped.set()
+            elif following in waiters:
+                waiters.pop(following).set()
         host.close()
 
     async def _wait(self, event: anyio.Event, instance: Instance, host: Host) -> None:
@@ -415,10 +448,6 @@ class Run:
                 await self._all_stopped.wait()
             return self._stop_errors
         self._is_stopping = True
-        remaining = self._remaining = [0] * len(self.instances)
-        for position in self._started:
-            for dependency in self.plan.dependencies[position]:
-                remaining[dependency] += 1
         self._to_stop = len(self._started)
         if self._to_stop == 0:
             self._all_stopped.set()
@@ -426,8 +455,11 @@ class Run:
             return self._stop_errors
         if self._is_sequential:
             self._next_to_stop = len(self._started) - 1
-            self._release(self._started[self._next_to_stop])
         else:
+            remaining = self._remaining = [0] * len(self.instances)
+            for position in self._started:
+                for dependency in self.plan.dependencies[position]:
+                    remaining[dependency] += 1
             for position in self._started:
                 if remaining[position] == 0:
                     self._is_released[position] = True
@@ -443,10 +475,6 @@ class Run:
         self._to_stop -= 1
         if self._to_stop == 0:
             self._all_stopped.set()
-            return
-        if self._is_sequential:
-            self._next_to_stop -= 1
-            self._release(self._started[self._next_to_stop])
             return
         remaining = self._remaining
         for dependency in self.plan.dependencies[position]:

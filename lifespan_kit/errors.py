@@ -145,7 +145,7 @@ Example:
 """
 
 LifespanNotRunCause = Literal[
-    "mounted", "no-state", "not-entered", "no-lifespan", "other-bundle"
+    "mounted", "no-state", "not-entered", "no-lifespan", "other-bundle", "stopped"
 ]
 """Why a request found no resources: see `LifespanNotRunError.cause`.
 
@@ -1292,8 +1292,10 @@ class LifespanNotRunError(NotRunningError):
             another app, and only the outermost app's lifespan runs),
             "no-state" (the server or test client ran no lifespan at all),
             "not-entered" (the app's lifespan is lifespan_kit's but did not run),
-            "no-lifespan" (the app was not given lifespan_kit's lifespan) or
-            "other-bundle" (the lifespan that ran yields another bundle class).
+            "no-lifespan" (the app was not given lifespan_kit's lifespan),
+            "other-bundle" (no lifespan that ran yields that bundle class) or
+            "stopped" (the lifespan ran, and has stopped: its resources are
+            closed).
         app: The class name of the app that served the request.
         expected: The bundle class asked for, if one was.
         found: The bundle class the running lifespan yields ("other-bundle").
@@ -1336,6 +1338,11 @@ class LifespanNotRunError(NotRunningError):
                 f"Cannot {self.action}: the lifespan that ran for this request "
                 f"yields {self.found}, not {self.expected}."
             )
+        if self.cause == "stopped":
+            return (
+                f"Cannot {self.action}: the lifespan of the app that served this "
+                f"request ({self.app}) has stopped; its resources are closed."
+            )
         return (
             f"Cannot {self.action}: lifespan_kit's lifespan did not run for the "
             f"app that served this request ({self.app})."
@@ -1371,8 +1378,12 @@ _NOT_RUN_CAUSES: Final[dict[LifespanNotRunCause, str]] = {
         "the app was created without `lifespan=lifespan_kit.starlette.lifespan(...)`."
     ),
     "other-bundle": (
-        "the resources come from the lifespan of the outermost app (a mounted "
-        "app's own lifespan never runs), which was created with another bundle."
+        "the resources come from the lifespans of the outermost app (a mounted "
+        "app's own lifespan never runs), and none was created with that bundle."
+    ),
+    "stopped": (
+        "the server or test client shut the app's lifespan down, and then sent "
+        "this request (a TestClient used after its `with` block)."
     ),
 }
 
@@ -1393,6 +1404,10 @@ _NOT_RUN_FIXES: Final[dict[LifespanNotRunCause, str]] = {
     "no-lifespan": (
         "pass `lifespan=lifespan_kit.starlette.lifespan(registry, Resources)` to "
         "the app."
+    ),
+    "stopped": (
+        "send requests while the lifespan runs: inside `with TestClient(app) as "
+        "client:`, or enter the test client again for a new run."
     ),
 }
 

@@ -24,7 +24,7 @@ Added in 0.1.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import overload
+from typing import TypeVar, overload
 
 try:
     # FastAPI reads the dependencies' signatures at runtime: these names must
@@ -42,14 +42,18 @@ from lifespan_kit._bundle import Bundle, ResourceMap
 from lifespan_kit._resource import Resource
 from lifespan_kit._types import ValueT
 
-__all__ = ["resource", "resources"]
+__all__ = ["bundle", "resource", "resources"]
+
+BundleT = TypeVar("BundleT", bound=Bundle)
 
 
 async def resources(connection: HTTPConnection) -> Bundle | ResourceMap:
     """Depend on the bundle the app's lifespan yielded.
 
     Annotate the parameter with your bundle class: the annotation gives the
-    type, and ``Depends`` fills it.
+    type, and ``Depends`` fills it. When the app runs several lifespan_kit
+    lifespans (``APIRouter(lifespan=...)``), this is the app's own one; depend
+    on [bundle][lifespan_kit.fastapi.bundle] to pick another by its class.
 
     Args:
         connection: The request or websocket; FastAPI passes it.
@@ -76,6 +80,47 @@ async def resources(connection: HTTPConnection) -> Bundle | ResourceMap:
     return _starlette.resources(connection)
 
 
+def bundle(
+    bundle_class: type[BundleT], /
+) -> Callable[[HTTPConnection], Awaitable[BundleT]]:
+    """Return a dependency on the bundle of the lifespan that yields `bundle_class`.
+
+    Use it when the app runs several lifespan_kit lifespans, such as one given
+    to ``FastAPI(lifespan=...)`` and one to ``APIRouter(lifespan=...)``: each
+    bundle class resolves to the lifespan that yields it. It also checks the
+    class, where ``Depends(resources)`` trusts the annotation.
+
+    Args:
+        bundle_class: The [Bundle][lifespan_kit.Bundle] subclass a lifespan of
+            the app was created with.
+
+    Returns:
+        An `async def` dependency for ``Depends``.
+
+    Raises:
+        LifespanNotRunError: When no running lifespan of the app yields
+            `bundle_class` (the dependency raises it when called).
+
+    Example:
+        ```python
+        Res = Annotated[Resources, Depends(lifespan_kit.fastapi.bundle(Resources))]
+
+
+        @app.get("/notes")
+        async def list_notes(res: Res) -> list[str]:  # from the lifespan of Resources
+            return await res.db.fetch_notes()
+        ```
+
+    Added in 0.1.
+    """
+
+    async def dependency(connection: HTTPConnection) -> BundleT:
+        return _starlette.resources(connection, bundle_class)
+
+    dependency.__name__ = dependency.__qualname__ = f"bundle_{bundle_class.__name__}"
+    return dependency
+
+
 @overload
 def resource(
     key: Resource[ValueT], /
@@ -86,6 +131,9 @@ def resource(
     key: Resource[ValueT] | str, /
 ) -> Callable[[HTTPConnection], Awaitable[object]]:
     """Return a dependency on one started resource, by its handle or by name.
+
+    With several lifespan_kit lifespans, the name is looked up in the app's own
+    lifespan first, then in the others.
 
     Args:
         key: The [Resource][lifespan_kit.Resource] handle, or the resource's name.

@@ -11,8 +11,6 @@ fence (invisible on the site) changes that:
 
 - ``<!-- docs-test: typecheck -->``: only type-checked, not run (the block
   needs a server, a signal or a process of its own).
-- ``<!-- docs-test: asyncio -->``: run on asyncio only (it uses a driver such
-  as aiosqlite that has no trio support).
 - ``<!-- docs-test: continue -->``: the block continues the page's previous
   ``python`` block, whose code runs (and is checked) first.
 
@@ -22,8 +20,13 @@ prints: the run must print exactly that. A block made only of
 ``--8<-- "examples/...:section"`` lines shows part of an example: it must
 resolve, and the example's own tests and lint run and check it.
 
+A block with a ``title="path"`` is a file of the tutorial's project (a later
+``title="path (continued)"`` block is its next part): the files are
+type-checked together here, and run by tests/test_tutorial.py.
+
 In ``console`` blocks, a ``$ lifespan-kit check`` or ``$ lifespan-kit graph``
-line followed by output is run, and must print exactly that output. The examples
+line followed by output is run, and must print exactly that output (the
+tutorial's commands run in its project, in tests/test_tutorial.py). The examples
 in the package's docstrings are type-checked with the names they assume taken
 from ``tests/docs_prelude.pyi``.
 """
@@ -53,6 +56,7 @@ import lifespan_kit.fastapi
 import lifespan_kit.opentelemetry
 import lifespan_kit.pytest_plugin
 import lifespan_kit.starlette
+from docs.hooks import cli_reference
 from lifespan_kit.errors import DOCS_URL, ErrorCode, GraphError, LifespanKitError
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
@@ -61,6 +65,7 @@ if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 ERRORS_PAGE = DOCS / "errors.md"
+TUTORIAL = DOCS / "tutorial.md"
 ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
 FENCE = re.compile(r"^```(\w*)$")
 
@@ -192,10 +197,12 @@ def test_docs_url_is_the_errors_page_of_the_site() -> None:
 # --- every other code block of the docs ----------------------------------------
 
 MARKER = re.compile(r"^<!-- docs-test: (?P<modes>[a-z, ]+) -->$")
-OPENING = re.compile(r"^(?P<indent> *)(?P<fence>```+)(?P<lang>[\w-]*)\b.*$")
-INCLUDE = re.compile(r'^--8<-- "(?P<path>[^":]+)(?::(?P<section>[\w-]+))?"$')
+OPENING = re.compile(
+    r'^(?P<indent> *)(?P<fence>```+)(?P<lang>[\w-]*)\b(?: title="(?P<title>[^"]+)")?.*$'
+)
+INCLUDE = re.compile(r'^--8<-- "(?P<path>[^":]+):(?P<section>[\w-]+)"$')
 SECTION_MARK = re.compile(r"--8<-- \[(?P<edge>start|end):(?P<name>[\w-]+)\]")
-MODES = frozenset({"typecheck", "asyncio", "continue"})
+MODES = frozenset({"typecheck", "continue"})
 
 
 @dataclass(frozen=True)
@@ -214,11 +221,9 @@ class CodeBlock:
         return f"{self.page}:{self.line}"
 
 
-def _included(path: str, section: str | None) -> list[str]:
-    """Return the lines pymdownx.snippets includes for `path` (and `section`)."""
+def _included(path: str, section: str) -> list[str]:
+    """Return the lines pymdownx.snippets includes for `section` of `path`."""
     lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
-    if section is None:
-        return [line for line in lines if not SECTION_MARK.search(line)]
     selected: list[str] = []
     inside = False
     for line in lines:
@@ -231,8 +236,8 @@ def _included(path: str, section: str | None) -> list[str]:
     return selected
 
 
-def _fenced(text: str) -> Iterator[tuple[int, str, str, list[str]]]:
-    """Yield (line, language, marker line, body lines) for each fence of a page."""
+def _fenced(text: str) -> Iterator[tuple[int, str, str, list[str], str | None]]:
+    """Yield (line, language, marker line, body lines, title) for each fence."""
     lines = text.splitlines()
     index = 0
     previous = ""
@@ -249,7 +254,7 @@ def _fenced(text: str) -> Iterator[tuple[int, str, str, list[str]]]:
             end += 1
         indent = len(opening["indent"])
         body = [line[indent:] for line in lines[index + 1 : end]]
-        yield index + 1, opening["lang"], previous, body
+        yield index + 1, opening["lang"], previous, body, opening["title"]
         previous = ""
         index = end + 1
 
@@ -258,15 +263,15 @@ def _code_blocks(page: Path) -> list[CodeBlock]:
     """Return the page's ``python`` blocks, with includes and continuations resolved."""
     blocks: list[CodeBlock] = []
     name = page.relative_to(DOCS).as_posix()
-    for line, lang, previous, body in _fenced(page.read_text(encoding="utf-8")):
+    for line, lang, previous, body, title in _fenced(page.read_text(encoding="utf-8")):
         marker = MARKER.match(previous)
         if lang == "text" and marker is not None and marker["modes"] == "output":
             assert blocks, f"{name}:{line}: an output block follows no python block"
             output = "".join(f"{text}\n" for text in body)
             blocks[-1] = dataclasses.replace(blocks[-1], output=output)
             continue
-        if lang != "python":
-            continue
+        if lang != "python" or title is not None:
+            continue  # a titled block is a file of the tutorial's project
         modes = frozenset(
             m.strip() for m in (marker["modes"] if marker else "").split(",")
         ) - {""}
@@ -303,8 +308,6 @@ async def test_code_block_runs(
 
     A block shown with its output prints exactly that output.
     """
-    if "asyncio" in block.modes and anyio_backend != "asyncio":
-        pytest.skip("the block uses a library that runs on asyncio only")
     program = compile(
         block.source,
         f"<{block.id}>",
@@ -337,18 +340,77 @@ def _as_module(source: str) -> str:
     return source
 
 
+@dataclass(frozen=True)
+class TutorialBlock:
+    """A block of the tutorial: a part of one of its files, or commands to run."""
+
+    line: int
+    lang: str
+    body: list[str]
+    path: str | None  # the file that a titled block is part of
+    continued: bool  # the block is a later part of `path`
+
+
+def tutorial_blocks() -> list[TutorialBlock]:
+    """Return the tutorial's blocks, in order.
+
+    A block titled with a path starts that file; a later block titled
+    ``path (continued)`` is its next part, after two blank lines.
+    """
+    blocks: list[TutorialBlock] = []
+    started: set[str] = set()
+    for line, lang, _, body, title in _fenced(TUTORIAL.read_text(encoding="utf-8")):
+        if title is None:
+            blocks.append(TutorialBlock(line, lang, body, None, continued=False))
+            continue
+        path, _, suffix = title.partition(" ")
+        assert suffix in ("", "(continued)"), f"line {line}: title {title!r}"
+        assert (path in started) == bool(suffix), f"line {line}: {title!r} continues?"
+        started.add(path)
+        blocks.append(TutorialBlock(line, lang, body, path, continued=bool(suffix)))
+    return blocks
+
+
+def tutorial_files() -> dict[str, str]:
+    """Return the files of the tutorial's project, as its titled blocks show them."""
+    parts: dict[str, list[str]] = {}
+    for block in tutorial_blocks():
+        if block.path is not None:
+            parts.setdefault(block.path, []).append("\n".join(block.body))
+    return {path: "\n\n\n".join(texts) + "\n" for path, texts in parts.items()}
+
+
+def test_tutorial_files_fit_the_page() -> None:
+    """The tutorial's files have lines of at most 79 characters: no side scrolling."""
+    long_lines = [
+        (path, line)
+        for path, text in tutorial_files().items()
+        for line in text.splitlines()
+        if len(line) > 79
+    ]
+    assert long_lines == []
+
+
 def test_code_blocks_type_check(tmp_path: Path) -> None:
-    """Every tested block passes mypy in strict mode, as the project's code does."""
+    """Every tested block passes mypy in strict mode, as the project's code does.
+
+    So do the tutorial's files, together, as the modules of its project.
+    """
     files: dict[str, str] = {}
     for number, block in enumerate(TESTED_BLOCKS):
         path = tmp_path / f"docs_block_{number}.py"
         path.write_text(_as_module(block.source), encoding="utf-8")
         files[path.name] = block.id
+    project = tmp_path / "tutorial"
+    for name, text in tutorial_files().items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text, encoding="utf-8")
     command = [
         *(sys.executable, "-m", "mypy", "--config-file", "pyproject.toml"),
         *("--cache-dir", str(ROOT / ".mypy_cache" / "docs")),
         *("--disable-error-code", "top-level-await"),
         *sorted(str(tmp_path / name) for name in files),
+        *sorted(str(path) for path in project.rglob("*.py")),
     ]
     result = subprocess.run(
         command,
@@ -380,10 +442,51 @@ def test_every_page_has_tested_code() -> None:
     assert any(block.output for block in RUN_BLOCKS)
 
 
+COMPARISON = (DOCS / "comparison.md").read_text(encoding="utf-8")
+
+
 def test_comparison_includes_the_benchmark_results() -> None:
     """The comparison page shows bench/RESULTS.md itself, never copied figures."""
-    page = (DOCS / "comparison.md").read_text(encoding="utf-8")
-    assert '--8<-- "bench/RESULTS.md' in page
+    assert '--8<-- "bench/RESULTS.md' in COMPARISON
+
+
+def _comparison_tables() -> list[list[list[str]]]:
+    """Return the rows of each table of the comparison page, header first."""
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in COMPARISON.splitlines():
+        if line.startswith("|") and not previous.startswith("|"):
+            tables.append([])
+        if line.startswith("|") and not line.startswith("|---"):
+            tables[-1].append([cell.strip() for cell in line.strip("|").split(" | ")])
+        previous = line
+    return tables
+
+
+def test_comparison_cells_name_their_source() -> None:
+    """Each cell about another library cites its docs [n] or the benchmarks [B]."""
+    tables = _comparison_tables()
+    cited = re.compile(r"\[\d\]|\\\[B\\\]")
+    rows = [row for table in tables for row in table[1:]]
+    peers = [row for row in rows if row[0] != "lifespan_kit"]
+    assert len(peers) == 7 * len(tables)
+    unsourced = [
+        (row[0], cell)
+        for row in peers
+        for cell in row[1:]
+        if not cell.startswith("—") and not cited.search(cell)
+    ]
+    assert unsourced == []
+
+
+def test_comparison_fits_a_laptop_screen() -> None:
+    """Tables stay narrow, and the benchmark output has the page's width to use."""
+    assert max(len(table[0]) for table in _comparison_tables()) <= 5
+    assert COMPARISON.startswith("---\n")
+    assert "hide:\n  - toc\n" in COMPARISON
+    assert '<div class="benchmark-results" markdown>' in COMPARISON
+    stylesheet = (DOCS / "stylesheets" / "extra.css").read_text(encoding="utf-8")
+    assert ".benchmark-results pre > code {\n  white-space: pre-wrap;" in stylesheet
 
 
 # --- the API reference ----------------------------------------------------------
@@ -409,8 +512,21 @@ def _definitions(module_name: str) -> dict[str, str | None]:
     if not path.exists():
         path = ROOT / module_name.replace(".", "/") / "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    # The package imports its public names lazily: under `if TYPE_CHECKING:`.
+    is_package = path.name == "__init__.py"
+    body = [
+        inner
+        for node in tree.body
+        for inner in (
+            node.body
+            if is_package
+            and isinstance(node, ast.If)
+            and ast.unparse(node.test) == "TYPE_CHECKING"
+            else [node]
+        )
+    ]
     found: dict[str, str | None] = {}
-    for node, after in zip(tree.body, [*tree.body[1:], None], strict=True):
+    for node, after in zip(body, [*body[1:], None], strict=True):
         if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             # Overloads come first, without docstrings; the implementation has one.
             found[node.name] = ast.get_docstring(node) or found.get(node.name)
@@ -582,15 +698,21 @@ def _cli_transcripts() -> list[tuple[str, list[str], str]]:
     transcripts: list[tuple[str, list[str], str]] = []
     for page in PAGES:
         name = page.relative_to(DOCS).as_posix()
-        for line, lang, _, body in _fenced(page.read_text(encoding="utf-8")):
+        if page == TUTORIAL:
+            continue  # its commands run in its own project: tests/test_tutorial.py
+        for line, lang, _, body, _ in _fenced(page.read_text(encoding="utf-8")):
             if lang != "console":
                 continue
             starts = [i for i, text in enumerate(body) if text.startswith("$ ")]
-            for start, end in itertools.pairwise([*starts, len(body)]):
-                argv = body[start].removeprefix("$ ").split()
-                output = "".join(f"{text}\n" for text in body[start + 1 : end])
-                if argv[:1] == ["lifespan-kit"] and argv[1:2] in (["check"], ["graph"]):
-                    transcripts.append((f"{name}:{line + start}", argv[1:], output))
+            shown = [
+                (start, body[start].removeprefix("$ ").split(), body[start + 1 : end])
+                for start, end in itertools.pairwise([*starts, len(body)])
+            ]
+            transcripts.extend(
+                (f"{name}:{line + start}", argv[1:], "".join(f"{t}\n" for t in output))
+                for start, argv, output in shown
+                if argv[:1] == ["lifespan-kit"] and argv[1:2] in (["check"], ["graph"])
+            )
     return transcripts
 
 
@@ -607,3 +729,63 @@ def test_command_line_transcript_is_current(
     """A `lifespan-kit check` or `graph` shown with its output prints that output."""
     assert lifespan_kit.cli.main(argv) == 0
     assert capsys.readouterr().out == output
+
+
+# --- the site's build ------------------------------------------------------------
+
+MKDOCS_CONFIG = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+
+
+def test_command_line_reference_is_each_commands_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built CLI reference shows exactly what `lifespan-kit ... --help` prints."""
+    page = (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
+    built = cli_reference.on_page_markdown(page)
+    monkeypatch.setenv("COLUMNS", cli_reference.ENVIRONMENT["COLUMNS"])
+    for argv in ([], ["run"], ["check"], ["graph"]):
+        with pytest.raises(SystemExit):
+            lifespan_kit.cli.main([*argv, "--help"])
+        help_text = capsys.readouterr().out
+        assert "usage: lifespan-kit" in help_text
+        assert f"```text\n{help_text}```" in built, argv
+    assert cli_reference.PLACEHOLDER not in built
+
+
+def test_command_line_reference_hook_is_registered() -> None:
+    """mkdocs runs the hook that writes the CLI reference, and does not publish it."""
+    assert "hooks:\n  - docs/hooks/cli_reference.py\n" in MKDOCS_CONFIG
+    assert "exclude_docs: |\n  hooks/\n" in MKDOCS_CONFIG
+
+
+def test_other_pages_are_left_alone() -> None:
+    """The hook changes only a page with its placeholder line."""
+    page = "# Title\n\nSee `<!-- lifespan-kit --help -->` in cli.md.\n"
+    assert cli_reference.on_page_markdown(page) == page
+
+
+def test_strict_build_fails_on_dead_links() -> None:
+    """The strict build fails on a link to a missing page or anchor, or a bad link."""
+    validation = MKDOCS_CONFIG.split("\nvalidation:\n", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"^strict: true$", MKDOCS_CONFIG, re.MULTILINE)
+    for key in ("not_found", "absolute_links", "unrecognized_links", "anchors"):
+        assert re.search(rf"^    {key}: warn$", validation, re.MULTILINE), key
+
+
+def test_docs_environment_formats_signatures() -> None:
+    """The docs group installs a formatter, so the reference shows whole signatures."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    group = re.search(r"^docs = \[\n(.*?)^\]", pyproject, re.MULTILINE | re.DOTALL)
+    assert group is not None
+    names = set(re.findall(r'^    "([\w-]+)', group.group(1), re.MULTILINE))
+    assert {"mkdocstrings", "mkdocs-material"} <= names
+    assert names & {"ruff", "black"}
+
+
+@pytest.mark.parametrize("path", ["CHANGELOG.md", "README.md"])
+def test_links_outside_the_site_are_absolute(path: str) -> None:
+    """The changelog and the README are read off the site too: no relative links."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert targets
+    assert [t for t in targets if not t.startswith("https://")] == []

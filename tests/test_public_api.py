@@ -158,3 +158,42 @@ def test_blocker_fails_imports_of_installed_modules() -> None:
     result = _run_python("-c", IMPORT_CORE, "lifespan_kit")
     assert result.returncode == 1
     assert "ModuleNotFoundError: No module named 'lifespan_kit'" in result.stderr
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    """The lazily filled package namespace still refuses names it does not have."""
+    with pytest.raises(AttributeError, match="has no attribute 'Regsitry'"):
+        _ = lifespan_kit.Regsitry  # type: ignore[attr-defined]  # the typo is the test
+
+
+def test_dir_lists_every_public_name_before_first_use() -> None:
+    """dir() shows the whole public surface, imported or not yet."""
+    assert set(lifespan_kit.__all__) <= set(dir(lifespan_kit))
+
+
+PLUGIN_IMPORT = """
+import json
+import sys
+
+import pytest
+
+import lifespan_kit.pytest_plugin
+
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_pytest_plugin_imports_neither_the_core_nor_pydantic() -> None:
+    """pytest imports the plugin in every run; without a registry it stays light."""
+    # Not isolated: the copy of the package under test, as pytest would load it.
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", PLUGIN_IMPORT],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    heavy = {"pydantic", "anyio", "lifespan_kit._registry", "lifespan_kit._lifespan"}
+    assert sorted(loaded & heavy) == []

@@ -8,6 +8,7 @@ one task.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import anyio
 import pytest
 
 from lifespan_kit import Lifespan, Registry, ResourceMap
-from lifespan_kit._pytest_layers import Host, Reply  # a unit test of the host task
+from lifespan_kit._pytest_loops import Host, Reply  # a unit test of the host task
 
 pytest_plugins = ["pytester"]
 
@@ -90,15 +91,33 @@ def project(pytester: pytest.Pytester, *ini_lines: str, app: str = SAMPLE_APP) -
     pytester.makeini(f"[pytest]\npythonpath = .\n{options}\n")
 
 
+# Installed plugins that load into every run: each sample project turns on
+# only those it is about.
+OPTIONAL_PLUGINS = ("randomly", "xdist", "xdist.looponfail", "hypothesispytest")
+
+
 def run(
-    pytester: pytest.Pytester, *args: str, plugin: str = "anyio"
+    pytester: pytest.Pytester,
+    *args: str,
+    plugin: str = "anyio",
+    plugins: tuple[str, ...] = (),
+    timeout: float | None = None,
 ) -> pytest.RunResult:
     """Run the sample project's tests with one async plugin: anyio or asyncio."""
     other = "asyncio" if plugin == "anyio" else "anyio"
     if plugin == "asyncio":
         args = ("-o", "asyncio_default_fixture_loop_scope=function", *args)
+    disabled = [f"-pno:{name}" for name in OPTIONAL_PLUGINS if name not in plugins]
     return pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", plugin, "-p", f"no:{other}", *args
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        plugin,
+        "-p",
+        f"no:{other}",
+        *disabled,
+        *args,
+        timeout=timeout,
     )
 
 
@@ -654,7 +673,7 @@ def test_async_test_without_an_async_plugin_is_told_what_to_mark(
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p", "no:asyncio", "-p", "no:anyio", "-W", "ignore"
+        "-p", "no:asyncio", "-p", "no:anyio", "-p", "no:randomly", "-W", "ignore"
     )
     result.stdout.fnmatch_lines(["*mark it `@pytest.mark.anyio`*"])
 
@@ -688,13 +707,13 @@ async def test_host_task_stops_its_resources_when_cancelled() -> None:
         log.append("second down")
 
     send, receive = anyio.create_memory_object_stream[
-        tuple[Lifespan[ResourceMap], Reply]
+        tuple[Lifespan[ResourceMap], str, Reply]
     ](1)
-    host = Host(send)
+    host = Host(send, lambda name, error: None)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(host._serve, receive)
-        assert (await host.start(registry.lifespan()))[first] == "first"
-        await host.start(registry.override(first="other").lifespan())
+        tg.start_soon(host.serve, receive)
+        assert (await host.start(registry.lifespan(), "first"))[first] == "first"
+        await host.start(registry.override(first="other").lifespan(), "second")
         tg.cancel_scope.cancel()
     assert log == ["second down", "second down", "first down"]
 
@@ -742,6 +761,7 @@ def test_skipped_tests_between_do_not_end_the_loop(pytester: pytest.Pytester) ->
     project(pytester)
     pytester.makepyfile(
         test_sample="""
+        import anyio
         import pytest
 
         skipped = pytest.mark.skip(reason="not on trio")
@@ -757,9 +777,12 @@ def test_skipped_tests_between_do_not_end_the_loop(pytester: pytest.Pytester) ->
         @pytest.mark.anyio
         async def test_second(repo):
             pass
+
+        def test_sync_last_runs_a_loop():
+            anyio.run(anyio.sleep, 0)
         """
     )
-    run(pytester).assert_outcomes(passed=2, skipped=2)
+    run(pytester).assert_outcomes(passed=3, skipped=2)
     assert events(pytester).count("repo up") == 1
 
 
@@ -788,3 +811,559 @@ def test_a_sync_test_after_async_ones_can_run_its_own_loop(
     )
     run(pytester).assert_outcomes(passed=2)
     assert events(pytester)[-1] == "settings down"
+
+
+# --- every way of choosing anyio's backend -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scope", "backend"),
+    [
+        pytest.param("function", '"trio"', id="function-trio"),
+        pytest.param("module", '"asyncio"', id="module-asyncio"),
+        pytest.param("session", '("asyncio", {"debug": True})', id="session-options"),
+    ],
+)
+def test_a_plain_anyio_backend_fixture_keeps_session_resources(
+    pytester: pytest.Pytester, scope: str, backend: str
+) -> None:
+    """A backend chosen by a plain fixture of any scope starts resources once."""
+    project(pytester)
+    pytester.makepyfile(
+        test_sample=f"""
+        import pytest
+
+        pytestmark = pytest.mark.anyio
+
+        @pytest.fixture(scope="{scope}")
+        def anyio_backend():
+            return {backend}
+
+        async def test_one(repo):
+            assert repo == "repo(db(real))"
+
+        async def test_two(repo):
+            assert repo == "repo(db(real))"
+
+        async def test_three(db):
+            assert db == "db(real)"
+        """
+    )
+    run(pytester).assert_outcomes(passed=3)
+    assert events(pytester) == [
+        "settings up",
+        "db up",
+        "repo up",
+        "repo down",
+        "db down",
+        "settings down",
+    ]
+
+
+def test_sync_tests_share_one_instance_apart_from_async_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """Sync tests get the background loop's instance; async tests their loop's."""
+    app = SAMPLE_APP + textwrap.dedent(
+        """
+        @registry.resource
+        def notes() -> dict[str, str]:
+            log("notes up")
+            return {}
+        """
+    )
+    project(pytester, app=app)
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_async_writes(notes):
+            notes["by"] = "async"
+
+        def test_sync_writes(notes):
+            assert notes == {}
+            notes["by"] = "sync"
+
+        def test_sync_reads(notes):
+            assert notes == {"by": "sync"}
+
+        @pytest.mark.anyio
+        async def test_async_reads(notes):
+            assert notes == {}
+        """
+    )
+    run(pytester).assert_outcomes(passed=4)
+    # The sync tests' instance lives on; anyio's runner was given back for
+    # them, so the last async test got a fresh one.
+    assert events(pytester).count("notes up") == 3
+
+
+# --- failures: the same report for every test, starting with the user's code --
+
+FAILING_TESTS = """
+import pytest
+
+pytestmark = {mark}
+
+
+@pytest.mark.parametrize("round", range({count}))
+async def test_broken(broken, round):
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("plugin", "mark"),
+    [
+        pytest.param(
+            "asyncio", 'pytest.mark.asyncio(loop_scope="session")', id="asyncio"
+        ),
+        pytest.param(
+            "anyio", 'pytest.mark.parametrize("anyio_backend", ["trio"])', id="trio"
+        ),
+    ],
+)
+def test_every_report_of_a_failed_start_has_the_size_of_the_first(
+    pytester: pytest.Pytester, plugin: str, mark: str
+) -> None:
+    """The report does not grow per test and opens with the factory's frame."""
+    project(pytester, "asyncio_mode = strict", app=FAILING_APP)
+    mark = mark if plugin == "asyncio" else f"[pytest.mark.anyio, {mark}]"
+    pytester.makepyfile(test_sample=FAILING_TESTS.format(mark=mark, count=20))
+    result = run(pytester, plugin=plugin)
+    result.assert_outcomes(errors=20)
+    sections = result.stdout.str().split("_ ERROR at setup of ")[1:]
+    sizes = {len(section.splitlines()) for section in sections[:-1]}
+    assert len(sizes) == 1, sizes
+    first = sections[0]
+    # The first frame is the resource's own code; the machinery stays hidden.
+    places = re.findall(r"^(\S+\.py):\d+: ", first, flags=re.MULTILINE)
+    assert places[0] == "sample_app.py", places
+    assert not [place for place in places if "lifespan_kit" in place]
+    assert "cause: ConnectionRefusedError: database is down" in first
+
+
+# --- failures while running ---------------------------------------------------
+
+CRASHING_APP = """
+from collections.abc import AsyncIterator
+
+import anyio
+
+from lifespan_kit import Registry
+
+registry = Registry()
+
+
+class Trigger:
+    def __init__(self) -> None:
+        self.go = anyio.Event()
+        self.crashed = anyio.Event()
+
+
+@registry.resource
+async def trigger() -> AsyncIterator[Trigger]:
+    yield Trigger()
+
+
+@registry.resource
+def unrelated() -> str:
+    return "unrelated"
+"""
+
+BACKGROUND_POLLER = """
+@registry.background
+async def poller(trigger: Trigger) -> None:
+    await trigger.go.wait()
+    trigger.crashed.set()
+    raise ConnectionResetError("the broker closed the connection")
+
+
+@registry.resource
+async def feed(poller: None) -> AsyncIterator[str]:
+    yield "feed"
+
+
+@registry.resource
+def summary(feed: str, poller: None) -> str:
+    return f"summary({feed})"
+"""
+
+TASK_GROUP_POLLER = """
+@registry.resource
+async def poller(trigger: Trigger) -> AsyncIterator[None]:
+    async def poll() -> None:
+        await trigger.go.wait()
+        trigger.crashed.set()
+        raise ConnectionResetError("the broker closed the connection")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poll)
+        yield None
+
+
+@registry.resource
+async def feed(poller: None) -> AsyncIterator[str]:
+    yield "feed"
+
+
+@registry.resource
+def summary(feed: str, poller: None) -> str:
+    return f"summary({feed})"
+"""
+
+CRASHING_TESTS = """
+import anyio
+import anyio.lowlevel
+import pytest
+
+pytestmark = {mark}
+
+
+async def test_crash_while_running(summary, trigger):
+    trigger.go.set()
+    await trigger.crashed.wait()
+    for _ in range(3):
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_dependent_after_the_crash(feed):
+    pass
+
+
+async def test_crashed_resource_after_the_crash(poller):
+    pass
+
+
+async def test_unrelated_resource(unrelated):
+    assert unrelated == "unrelated"
+"""
+
+ON_BACKEND = '[pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["{}"])]'
+RUNNER_MARKS = {
+    "asyncio": 'pytest.mark.asyncio(loop_scope="session")',
+    "anyio-asyncio": ON_BACKEND.format("asyncio"),
+    "trio": ON_BACKEND.format("trio"),
+}
+
+
+def crash_project(pytester: pytest.Pytester, poller: str, runner: str) -> None:
+    project(pytester, "asyncio_mode = strict", app=CRASHING_APP + poller)
+    pytester.makepyfile(test_sample=CRASHING_TESTS.format(mark=RUNNER_MARKS[runner]))
+
+
+def check_crash_reports(result: pytest.RunResult) -> None:
+    result.assert_outcomes(passed=1, failed=1, errors=2)
+    output = result.stdout.str()
+    for test in ("test_crash_while_running", "test_dependent_after_the_crash"):
+        assert f"{test}" in output
+    assert output.count("ConnectionResetError: the broker closed the connection") >= 3
+    assert output.count("'poller'") >= 3
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "anyio-asyncio", "trio"])
+def test_a_crashed_background_task_fails_the_tests_that_use_it(
+    pytester: pytest.Pytester, runner: str
+) -> None:
+    """A crash while running fails every test built on it, and only those."""
+    crash_project(pytester, BACKGROUND_POLLER, runner)
+    plugin = "asyncio" if runner == "asyncio" else "anyio"
+    # Bounded: a regression that hangs fails here instead of hanging the run.
+    result = run(pytester, "-o", "timeout=20", plugin=plugin, timeout=60)
+    check_crash_reports(result)
+    result.stdout.fnmatch_lines(["*Background task 'poller' failed*"])
+
+
+def test_a_crash_stops_an_x_run_without_hanging(pytester: pytest.Pytester) -> None:
+    """With -x the run ends after the first failure and stops everything."""
+    crash_project(pytester, BACKGROUND_POLLER, "trio")
+    result = run(pytester, "-x", "-o", "timeout=20", timeout=60)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ConnectionResetError: the broker closed*"])
+
+
+@pytest.mark.parametrize("runner", ["anyio-asyncio", "trio"])
+def test_a_crash_in_a_resources_task_group_fails_the_tests_that_use_it(
+    pytester: pytest.Pytester, runner: str
+) -> None:
+    """A task-group child's crash is reported like a background task's."""
+    crash_project(pytester, TASK_GROUP_POLLER, runner)
+    result = run(pytester, "-o", "timeout=10", timeout=60)
+    # The crash is reported at once; the task's own exception surfaces when
+    # the resource stops, at the end of its scope, as one more error.
+    result.assert_outcomes(passed=1, failed=1, errors=3)
+    output = result.stdout.str()
+    assert output.count("Resource 'poller' failed while the lifespan was running") >= 3
+    assert "cause: ConnectionResetError: the broker closed the connection" in output
+
+
+# --- pytest-asyncio building another session loop mid-run ---------------------
+
+
+@pytest.mark.parametrize("how", ["loop_factories", "event_loop_policy"])
+def test_resources_stop_cleanly_before_each_session_loop_closes(
+    pytester: pytest.Pytester, how: str
+) -> None:
+    """Each loop's resources stop, in reverse and in their task, before it closes."""
+    project(pytester, "asyncio_mode = strict")
+    if how == "loop_factories":
+        conftest = """
+        import asyncio
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {
+                "first": asyncio.new_event_loop,
+                "second": asyncio.SelectorEventLoop,
+            }
+        """
+    else:
+        conftest = """
+        import asyncio
+
+        import pytest
+
+        @pytest.fixture(scope="session", params=["first", "second"])
+        def event_loop_policy(request):
+            return asyncio.DefaultEventLoopPolicy()
+        """
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_repo(repo):
+            assert repo == "repo(db(real))"
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_db(db):
+            assert db == "db(real)"
+        """
+    )
+    result = run(pytester, "-W", "ignore::DeprecationWarning", plugin="asyncio")
+    result.assert_outcomes(passed=4)
+    assert result.ret == pytest.ExitCode.OK
+    assert "never awaited" not in result.stdout.str() + result.stderr.str()
+    once = ["settings up", "db up", "repo up", "repo down", "db down", "settings down"]
+    assert events(pytester) == once * 2
+
+
+# --- a narrower lifespan_kit_registry fixture ---------------------------------
+
+
+def test_a_registry_fixture_that_gives_no_registry_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """An override of the registry fixture must return a registry."""
+    project(pytester)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def lifespan_kit_registry():
+            return {"db": "fake"}
+        """
+    )
+    pytester.makepyfile(test_sample="def test_db(db):\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture gave a dict, not a lifespan_kit Registry*"])
+
+
+def test_a_function_scoped_registry_fixture_does_not_accumulate_resources(
+    pytester: pytest.Pytester,
+) -> None:
+    """Resources live no longer than the registry fixture they come from."""
+    project(pytester)
+    pytester.makeconftest(
+        """
+        import pytest
+        from sample_app import registry
+
+        @pytest.fixture
+        def lifespan_kit_registry():
+            return registry.override(settings={"dsn": "test"})
+        """
+    )
+    pytester.makepyfile(
+        test_sample="""
+        import pytest
+
+        @pytest.mark.anyio
+        @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+        @pytest.mark.parametrize("round", [1, 2, 3])
+        async def test_db(db, round):
+            assert db == "db(test)"
+        """
+    )
+    run(pytester).assert_outcomes(passed=3)
+    assert events(pytester) == ["db up", "db down"] * 3
+
+
+# --- names that clash with pytest's and plugins' fixtures ---------------------
+
+CLASHING_APP = """
+from lifespan_kit import Registry
+
+registry = Registry()
+registry.add("request", "a request")
+registry.add("tmp_path", "a path")
+registry.add("free_tcp_port", 8000)
+registry.add("clock", "clock")
+"""
+
+
+def test_resources_named_like_plugin_fixtures_are_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    """A clash with pytest's or a plugin's fixture names each resource and a fix."""
+    project(pytester, app=CLASHING_APP)
+    pytester.makepyfile(test_sample="def test_nothing():\n    pass\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*has resources named like fixtures of pytest or of an active plugin*",
+            "*resource 'free_tcp_port' would replace the fixture 'free_tcp_port' of"
+            " anyio.pytest_plugin*",
+            "*resource 'request' would replace the fixture 'request' of pytest*",
+            "*resource 'tmp_path' would replace the fixture 'tmp_path' of pytest*",
+            '*lifespan_kit_prefix = "res_"*res_free_tcp_port*',
+        ]
+    )
+    assert "'clock'" not in result.stderr.str()
+
+
+def test_a_prefix_resolves_the_clash(pytester: pytest.Pytester) -> None:
+    """With a prefix the resources and pytest's fixtures live side by side."""
+    project(pytester, "lifespan_kit_prefix = res_", app=CLASHING_APP)
+    pytester.makepyfile(
+        test_sample="""
+        def test_both(res_tmp_path, tmp_path, res_request, request):
+            assert res_tmp_path == "a path"
+            assert tmp_path.is_dir()
+            assert res_request == "a request"
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("where", ["root", "sub"])
+def test_a_conftest_registry_with_a_clash_is_refused(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """A conftest registry is checked like the configured one."""
+    pytester.makepyfile(sample_app=CLASHING_APP)
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    folder = pytester.path if where == "root" else pytester.mkpydir("sub")
+    Path(folder, "conftest.py").write_text(
+        "from sample_app import registry as lifespan_kit_registry\n"
+    )
+    Path(folder, "test_sample.py").write_text("def test_nothing():\n    pass\n")
+    result = run(pytester)
+    assert result.ret != pytest.ExitCode.OK
+    output = result.stdout.str() + result.stderr.str()
+    assert (
+        "resource 'tmp_path' would replace the fixture 'tmp_path' of pytest" in output
+    )
+    assert "conftest.py" in output
+
+
+# --- other runners: xdist, random order, --lf ----------------------------------
+
+ORDER_TESTS = """
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.mark.parametrize("round", range(4))
+async def test_real(repo, round):
+    assert repo == "repo(db(real))"
+
+
+@pytest.mark.lifespan_kit(db="fake-db")
+@pytest.mark.parametrize("round", range(4))
+async def test_overridden(repo, round):
+    assert repo == "repo(fake-db)"
+
+
+class TestClass:
+    pytestmark = pytest.mark.lifespan_kit(db="class-db")
+
+    @pytest.mark.parametrize("round", range(2))
+    async def test_class(self, repo, round):
+        assert repo == "repo(class-db)"
+
+
+def test_sync(repo):
+    assert repo == "repo(db(real))"
+"""
+
+
+def assert_one_task_each(pytester: pytest.Pytester) -> None:
+    logged = events(pytester)
+    assert logged.count("db up") == logged.count("db down") > 0
+    assert not [event for event in logged if "IN ANOTHER TASK" in event]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_overrides_never_leak_in_random_order(
+    pytester: pytest.Pytester, seed: int
+) -> None:
+    """Shuffled by pytest-randomly, every test still sees its own overrides."""
+    project(pytester)
+    pytester.makepyfile(test_sample=ORDER_TESTS)
+    result = run(pytester, f"--randomly-seed={seed}", plugins=("randomly",))
+    result.assert_outcomes(passed=21)
+    assert_one_task_each(pytester)
+
+
+def test_works_under_xdist(pytester: pytest.Pytester) -> None:
+    """Each xdist worker holds its own resources, entered and exited in one task."""
+    project(pytester)
+    pytester.makepyfile(test_sample=ORDER_TESTS)
+    result = run(pytester, "-n", "2", plugins=("xdist",))
+    result.assert_outcomes(passed=21)
+    assert_one_task_each(pytester)
+
+
+def test_last_failed_reruns_see_their_own_overrides(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--lf runs only the failures, each still with its own overrides."""
+    project(pytester)
+    pytester.makepyfile(
+        test_sample=ORDER_TESTS
+        + textwrap.dedent(
+            """
+
+            @pytest.mark.lifespan_kit(db="other-db")
+            async def test_fails_once(repo):
+                import os
+
+                assert repo == "repo(other-db)"
+                assert os.environ.get("SECOND_RUN")
+            """
+        )
+    )
+    args = ("-p", "anyio", "-p", "no:asyncio")
+    disabled = [f"-pno:{name}" for name in OPTIONAL_PLUGINS]
+    first = pytester.runpytest_subprocess(*args, *disabled)
+    first.assert_outcomes(passed=21, failed=2)
+    monkeypatch.setenv("SECOND_RUN", "1")
+    second = pytester.runpytest_subprocess(*args, *disabled, "--lf")
+    outcomes = second.parseoutcomes()
+    assert (outcomes["passed"], outcomes.get("failed", 0)) == (2, 0)
+    assert_one_task_each(pytester)

@@ -9,8 +9,18 @@ an ignore that is no longer needed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Generator,
+    Iterator,
+    Mapping,
+)
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -22,6 +32,7 @@ from typing_extensions import assert_type
 from lifespan_kit import Bundle, Registry, ResourceMap
 from lifespan_kit.starlette import (
     AppLifespan,
+    FailurePolicy,
     health_routes,
     lifespan,
     resource,
@@ -85,6 +96,36 @@ FastAPI(lifespan=with_inner)
 map_inner = lifespan(registry, inner=warm_up_map)
 assert_type(map_inner, AppLifespan[ResourceMap, Starlette])
 Starlette(lifespan=map_inner)
+
+
+# Every shape Starlette takes for lifespan=, with the bundle as a second argument.
+async def warm_up_generator(app: Starlette, res: Resources) -> AsyncIterator[None]:
+    yield
+
+
+def warm_up_sync(app: Starlette, res: Resources) -> Iterator[dict[str, int]]:
+    yield {"workers": 4}
+
+
+def warm_up_cm(app: Starlette, res: Resources) -> Generator[None, None, None]:
+    yield
+
+
+assert_type(
+    lifespan(registry, Resources, inner=warm_up_generator),
+    AppLifespan[Resources, Starlette],
+)
+assert_type(
+    lifespan(registry, Resources, inner=warm_up_sync), AppLifespan[Resources, Starlette]
+)
+assert_type(
+    lifespan(registry, Resources, inner=contextmanager(warm_up_cm)),
+    AppLifespan[Resources, Starlette],
+)
+
+policy: FailurePolicy = "degrade"
+assert_type(lifespan(registry, Resources, on_failure=policy).on_failure, FailurePolicy)
+lifespan(registry, Resources, on_failure="restart")  # type: ignore[call-overload]
 
 lifespan(registry, Resources, inner=warm_up_map)  # type: ignore[arg-type]  # wants a map
 lifespan(registry, inner=warm_up)  # type: ignore[arg-type]  # wants a bundle

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -21,8 +22,16 @@ def free_port() -> int:
         return port
 
 
+def port_option(port: int) -> Sequence[str]:
+    """The option that gives uvicorn, granian and the demo their port."""
+    return ["--port", str(port)]
+
+
 class Server:
     """Run ``python -m <args> --port <free port>`` and collect its output by line.
+
+    `listen` gives the options that pass the port, for a server that takes it
+    otherwise (hypercorn's ``--bind 127.0.0.1:<port>``).
 
     The output merges stdout and stderr, so what the app prints and what the
     server logs keep their relative order. The server counts as serving once
@@ -35,6 +44,7 @@ class Server:
         ready: str = "Uvicorn running on",
         env: dict[str, str] | None = None,
         timeout: float = 20,
+        listen: Callable[[int], Sequence[str]] = port_option,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,7 +52,9 @@ class Server:
         self.lines: list[str] = []
         self._ready = ready
         self._serving = threading.Event()
-        command = [sys.executable, "-m", *args, "--port", str(self.port)]
+        self._written = threading.Condition()
+        self._is_done = False
+        command = [sys.executable, "-m", *args, *listen(self.port)]
         self._process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -58,10 +70,15 @@ class Server:
         assert self._process.stdout is not None
         with self._process.stdout:
             for line in self._process.stdout:
-                self.lines.append(line.rstrip("\n"))
+                with self._written:
+                    self.lines.append(line.rstrip("\n"))
+                    self._written.notify_all()
                 if self._ready in line:
                     self._serving.set()
         # The server exited: nobody waits for it to serve any longer.
+        with self._written:
+            self._is_done = True
+            self._written.notify_all()
         self._serving.set()
 
     @property
@@ -70,7 +87,7 @@ class Server:
         return "\n".join(self.lines)
 
     def wait_until_serving(self) -> None:
-        """Return once uvicorn listens; fail if it exits or takes too long."""
+        """Return once the server serves; fail if it exits or takes too long."""
         assert self._serving.wait(self.timeout), f"not serving:\n{self.output}"
         assert self._process.poll() is None, f"exited:\n{self.output}"
 
@@ -82,8 +99,22 @@ class Server:
 
     def stop(self, sig: int) -> int:
         """Send `sig`, wait for the server to exit and return its exit status."""
-        self._process.send_signal(sig)
+        self.send(sig)
         return self.wait()
+
+    def send(self, sig: int) -> None:
+        """Send `sig` to the server's main process."""
+        self._process.send_signal(sig)
+
+    def wait_for_line(self, text: str) -> None:
+        """Return once the server wrote a line containing `text`; fail after timeout."""
+        with self._written:
+            found = self._written.wait_for(
+                lambda: any(text in line for line in self.lines) or self._is_done,
+                self.timeout,
+            )
+        assert found, f"no line with {text!r}:\n{self.output}"
+        assert any(text in line for line in self.lines), f"exited:\n{self.output}"
 
     def __enter__(self) -> Server:
         return self

@@ -6,6 +6,7 @@ import typing
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Literal
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI, WebSocket
 from fastapi.testclient import TestClient
@@ -13,9 +14,9 @@ from fastapi.testclient import TestClient
 import lifespan_kit.fastapi
 from lifespan_kit import Bundle, Registry, ResourceEvent, ResourceMap
 from lifespan_kit.errors import LifespanNotRunError, UnknownResourceError
-from lifespan_kit.fastapi import resource, resources
+from lifespan_kit.fastapi import bundle, resource, resources
 from lifespan_kit.starlette import health_routes, lifespan
-from tests.integrations.driver import open_client
+from tests.integrations.driver import open_client, run_lifespan, with_state
 from tests.integrations.imports import import_with_blocked
 
 
@@ -29,6 +30,10 @@ class Database:
 
 class Resources(Bundle):
     db: Database
+
+
+class Other(Bundle):
+    settings: str
 
 
 registry = Registry()
@@ -59,6 +64,18 @@ def create_app(events: list[str] | None = None) -> FastAPI:
         res: Annotated[Resources, Depends(resources)],
     ) -> dict[str, object]:
         return {"url": res.db.url, "is_closed": res.db.is_closed}
+
+    @app.get("/checked")
+    async def from_checked(
+        res: Annotated[Resources, Depends(bundle(Resources))],
+    ) -> str:
+        return res.db.url
+
+    @app.get("/wrong-bundle")
+    async def from_wrong_bundle(
+        res: Annotated[Other, Depends(bundle(Other))],
+    ) -> str:  # pragma: no cover  # the dependency fails before the handler runs
+        return res.settings
 
     @app.get("/handle")
     async def from_handle(database: Annotated[Database, Depends(resource(db))]) -> str:
@@ -108,6 +125,34 @@ async def test_handler_depends_on_the_whole_bundle() -> None:
         response = await client.get("/bundle")
     assert response.json() == {"url": "sqlite:///:memory:", "is_closed": False}
     assert events == ["started db", "stopped db"]
+
+
+async def test_handler_depends_on_a_bundle_by_its_class() -> None:
+    """Depends(bundle(Resources)) gives the bundle of the lifespan that yields it."""
+    app = create_app()
+    async with open_client(app) as client:
+        response = await client.get("/checked")
+        with pytest.raises(LifespanNotRunError) as info:
+            await client.get("/wrong-bundle")
+    assert response.json() == "sqlite:///:memory:"
+    assert (info.value.cause, info.value.expected, info.value.found) == (
+        "other-bundle",
+        "Other",
+        "Resources",
+    )
+
+
+@pytest.mark.parametrize("path", ["/bundle", "/checked", "/handle", "/name"])
+async def test_dependencies_refuse_closed_resources_after_shutdown(path: str) -> None:
+    """A request with the state of a stopped lifespan gets NotRunningError."""
+    app = create_app()
+    async with run_lifespan(app) as state:
+        pass
+    transport = httpx.ASGITransport(app=with_state(app, state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        with pytest.raises(LifespanNotRunError, match="has stopped") as info:
+            await client.get(path)
+    assert info.value.cause == "stopped"
 
 
 async def test_handler_depends_on_one_resource_by_handle() -> None:
@@ -189,6 +234,7 @@ def test_resource_dependency_is_named_after_the_resource() -> None:
     """The dependency's name says which resource it reads, for tracebacks."""
     assert resource(db).__name__ == "resource_db"
     assert resource("settings").__qualname__ == "resource_settings"
+    assert bundle(Resources).__name__ == "bundle_Resources"
 
 
 @pytest.mark.parametrize(
@@ -197,6 +243,8 @@ def test_resource_dependency_is_named_after_the_resource() -> None:
         pytest.param(resources, id="resources"),
         pytest.param(resource, id="resource"),
         pytest.param(resource("settings"), id="resource()"),
+        pytest.param(bundle, id="bundle"),
+        pytest.param(bundle(Resources), id="bundle()"),
     ],
 )
 def test_annotations_resolve_at_runtime(target: Callable[..., object]) -> None:
@@ -205,8 +253,8 @@ def test_annotations_resolve_at_runtime(target: Callable[..., object]) -> None:
 
 
 def test_all_lists_the_public_names_in_order() -> None:
-    """__all__ is sorted and names the two dependencies."""
-    assert lifespan_kit.fastapi.__all__ == ["resource", "resources"]
+    """__all__ is sorted and names the dependencies."""
+    assert lifespan_kit.fastapi.__all__ == ["bundle", "resource", "resources"]
 
 
 def test_import_without_fastapi_names_the_extra() -> None:

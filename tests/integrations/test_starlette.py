@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import signal
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -36,7 +35,6 @@ from lifespan_kit.starlette import (
     resources,
 )
 from tests.fakes import Recorder
-from tests.integrations import served_app
 from tests.integrations.driver import (
     LifespanFailedError,
     open_client,
@@ -44,9 +42,6 @@ from tests.integrations.driver import (
     with_state,
 )
 from tests.integrations.imports import import_with_blocked
-from tests.integrations.server import Server
-
-SERVE_APP = ("uvicorn", "tests.integrations.served_app:app", "--host", "127.0.0.1")
 
 
 class Greeter:
@@ -284,7 +279,9 @@ def test_app_lifespan_lists_its_resources() -> None:
     registry, _ = greeter_registry(Recorder())
     app_lifespan = lifespan(registry, Resources)
     assert app_lifespan.resource_names == ("settings", "greeter")
-    assert repr(app_lifespan) == "<AppLifespan resources=['settings', 'greeter']>"
+    assert repr(app_lifespan) == (
+        "<AppLifespan resources=['settings', 'greeter'] on_failure='stop'>"
+    )
 
 
 # --- reading resources ----------------------------------------------------------
@@ -567,68 +564,6 @@ async def test_health_routes_take_custom_paths() -> None:
             (await client.get(p)).status_code for p in ("/health/ready", "/health/live")
         ]
     assert statuses == [200, 200]
-
-
-# --- under a real server --------------------------------------------------------
-
-
-async def test_served_app_prints_its_events_in_process(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The app served below prints each start and stop, and fails on request."""
-    async with open_client(served_app.app) as client:
-        response = await client.get("/")
-    monkeypatch.setenv(served_app.FAIL_VARIABLE, "db")
-    with pytest.raises(LifespanFailedError, match="Resource 'db' failed"):
-        await run_lifespan(served_app.app).__aenter__()
-    assert response.json() == {"db": "db", "cache": "cache"}
-    assert capsys.readouterr().out.split("\n") == [
-        *("start settings", "start db", "start cache"),
-        *("stop cache", "stop db", "stop settings"),
-        *("start settings", "start db", "stop settings", ""),
-    ]
-
-
-def test_uvicorn_serves_and_stops_in_reverse_on_sigterm() -> None:
-    """Under uvicorn, requests get the resources; SIGTERM stops them in reverse."""
-    with Server(*SERVE_APP) as server:
-        server.wait_until_serving()
-        response = httpx.get(f"{server.url}/", timeout=10)
-        ready = httpx.get(f"{server.url}/readyz", timeout=10)
-        status = server.stop(signal.SIGTERM)
-    assert response.json() == {"db": "db", "cache": "cache"}
-    assert ready.status_code == 200
-    # uvicorn shuts down gracefully, then ends itself with the signal it caught.
-    assert status == -signal.SIGTERM, server.output
-    events = [line for line in server.lines if line.startswith(("start ", "stop "))]
-    assert events == [
-        "start settings",
-        "start db",
-        "start cache",
-        "stop cache",
-        "stop db",
-        "stop settings",
-    ]
-    assert "Application shutdown complete." in server.output
-
-
-def test_uvicorn_exits_without_serving_when_a_resource_fails() -> None:
-    """A resource that fails to start makes uvicorn exit with status 3, unserved."""
-    env = {"LIFESPAN_KIT_TEST_FAIL": "cache"}
-    with Server(*SERVE_APP, env=env) as server:
-        status = server.wait()
-    assert status == 3, server.output
-    assert "Resource 'cache' failed during startup." in server.output
-    assert "Application startup failed. Exiting." in server.output
-    assert "Uvicorn running on" not in server.output
-    events = [line for line in server.lines if line.startswith(("start ", "stop "))]
-    assert events == [
-        "start settings",
-        "start db",
-        "start cache",
-        "stop db",
-        "stop settings",
-    ]
 
 
 # --- the module -----------------------------------------------------------------
