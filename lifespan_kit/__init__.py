@@ -13,13 +13,15 @@ if TYPE_CHECKING:
     from lifespan_kit._bundle import ResourceMap
     from lifespan_kit._lifespan import Lifespan
     from lifespan_kit._models import Bundle, HealthReport, ResourceHealth
+    from lifespan_kit._outcome import ResourceTiming, StartupReport
     from lifespan_kit._registry import Registry
     from lifespan_kit._report import (
         EventKind,
+        LifespanEvent,
+        LifespanEventKind,
+        LifespanListener,
         Listener,
         ResourceEvent,
-        ResourceTiming,
-        StartupReport,
     )
     from lifespan_kit._resource import Resource
     from lifespan_kit._runner import run
@@ -32,6 +34,9 @@ __all__ = [
     "EventKind",
     "HealthReport",
     "Lifespan",
+    "LifespanEvent",
+    "LifespanEventKind",
+    "LifespanListener",
     "Listener",
     "Registry",
     "Resource",
@@ -53,14 +58,17 @@ _HOMES: Final = {
     "EventKind": "_report",
     "HealthReport": "_models",
     "Lifespan": "_lifespan",
+    "LifespanEvent": "_report",
+    "LifespanEventKind": "_report",
+    "LifespanListener": "_report",
     "Listener": "_report",
     "Registry": "_registry",
     "Resource": "_resource",
     "ResourceEvent": "_report",
     "ResourceHealth": "_models",
     "ResourceMap": "_bundle",
-    "ResourceTiming": "_report",
-    "StartupReport": "_report",
+    "ResourceTiming": "_outcome",
+    "StartupReport": "_outcome",
     "run": "_runner",
 }
 

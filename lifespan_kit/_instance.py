@@ -28,7 +28,7 @@ import anyio
 
 from lifespan_kit._background import BackgroundTask
 from lifespan_kit._host import Host, Scope, armed, disarm, resumed
-from lifespan_kit._report import Monitor, ResourceEvent, log_stop_failure, logger
+from lifespan_kit._report import Monitor, log_fields, log_stop_failure, logger
 from lifespan_kit._resource import Resource, matches
 from lifespan_kit._sync import (
     ResourceThread,
@@ -178,15 +178,13 @@ class Instance:
             self.value = resource.factory
             return self.value
         if self.monitor.is_active:
-            self.monitor.emit(ResourceEvent(resource.name, "starting"))
+            self.monitor.emit(resource.name, "starting")
         if resource.dependencies:
             try:
                 self._check_arguments(args, kwargs)
             except DependencyTypeError as type_error:
                 if self.monitor.is_active:
-                    self.monitor.emit(
-                        ResourceEvent(resource.name, "start_failed", error=type_error)
-                    )
+                    self.monitor.emit(resource.name, "start_failed", error=type_error)
                 raise
         self.began = time.perf_counter()
         scope = self.scope = host.open_scope()
@@ -293,9 +291,7 @@ class Instance:
         self.start_duration = elapsed
         self.value = value
         if self.monitor.is_active:
-            self.monitor.emit(
-                ResourceEvent(self.resource.name, "started", duration=elapsed)
-            )
+            self.monitor.emit(self.resource.name, "started", duration=elapsed)
         return value
 
     def _swallowed(self, host: Host, scope: Scope, elapsed: float) -> Later[object]:
@@ -332,9 +328,7 @@ class Instance:
                 dependency_path=self.dependency_path,
             )
         if self.monitor.is_active:
-            self.monitor.emit(
-                ResourceEvent(self.resource.name, "start_failed", error=reported)
-            )
+            self.monitor.emit(self.resource.name, "start_failed", error=reported)
         stop_error = await self.stop()
         if stop_error is not None:
             log_stop_failure(stop_error)
@@ -354,9 +348,7 @@ class Instance:
             dependency_path=self.dependency_path,
         )
         if self.monitor.is_active:
-            self.monitor.emit(
-                ResourceEvent(self.resource.name, "start_failed", error=error)
-            )
+            self.monitor.emit(self.resource.name, "start_failed", error=error)
         stop_error = await self.stop()
         if stop_error is not None:
             log_stop_failure(stop_error)
@@ -375,9 +367,7 @@ class Instance:
         if error is None:
             if self.monitor.is_active:
                 self.monitor.emit(
-                    ResourceEvent(
-                        self.resource.name, "start_failed", error=self._cancelled()
-                    )
+                    self.resource.name, "start_failed", error=self._cancelled()
                 )
             raise exc
         cause = _cause(error, exc)
@@ -385,9 +375,7 @@ class Instance:
         error.__cause__ = cause
         if self.monitor.is_active:
             reported = self._cancelled() if type(error) is StartAborted else error
-            self.monitor.emit(
-                ResourceEvent(self.resource.name, "start_failed", error=reported)
-            )
+            self.monitor.emit(self.resource.name, "start_failed", error=reported)
         raise error from cause
 
     def _start_failure(
@@ -591,7 +579,7 @@ class Instance:
             host.close()
         monitor = self.monitor
         if monitor.is_active:
-            monitor.emit(ResourceEvent(self.resource.name, "stopping"))
+            monitor.emit(self.resource.name, "stopping")
         # A teardown can be shortened from the moment it begins (even by itself).
         self._stopping = scope
         began = time.perf_counter()
@@ -752,19 +740,14 @@ class Instance:
                 "%s",
                 failure,
                 exc_info=cause,
-                extra={
-                    "lifespan_kit_resource": self.resource.name,
-                    "lifespan_kit_event": "stop_failed",
-                },
+                extra=log_fields("stop_failed", error=failure),
             )
         if self.monitor.is_active:
             self.monitor.emit(
-                ResourceEvent(
-                    self.resource.name,
-                    "stop_failed",
-                    duration=time.perf_counter() - began,
-                    error=failure,
-                )
+                self.resource.name,
+                "stop_failed",
+                duration=time.perf_counter() - began,
+                error=failure,
             )
 
     def _report_stop(
@@ -772,12 +755,10 @@ class Instance:
     ) -> ShutdownError | None:
         if self.monitor.is_active:
             self.monitor.emit(
-                ResourceEvent(
-                    self.resource.name,
-                    "stopped" if error is None else "stop_failed",
-                    duration=time.perf_counter() - began,
-                    error=error,
-                )
+                self.resource.name,
+                "stopped" if error is None else "stop_failed",
+                duration=time.perf_counter() - began,
+                error=error,
             )
         return error
 

@@ -17,12 +17,11 @@ import lifespan_kit
 from lifespan_kit._bundle import BundleTypeGroup, ResourceMap
 from lifespan_kit._graph import Plan
 from lifespan_kit._instance import Instance
-from lifespan_kit._report import (
-    Listener,
-    Monitor,
+from lifespan_kit._outcome import (
     StartupReport,
     create_report,
 )
+from lifespan_kit._report import LifespanEvent, LifespanEventKind, Listener, Monitor
 from lifespan_kit._run import Run, one_or_group, startup_failure
 from lifespan_kit._settings import Timeouts
 from lifespan_kit.errors import (
@@ -121,16 +120,59 @@ class Lifespan(Generic[ResultT_co]):
         if self._state != "idle":
             raise AlreadyRunningError
         self._state = "starting"
+        monitor = self._monitor = Monitor(self._listeners)
+        began = time.perf_counter()
+        if monitor.observers:
+            self._tell(monitor, "starting")
         try:
-            result = await self._start()
-        except BaseException:
+            result = await self._start(monitor)
+        except BaseException as exc:
             self._state = "idle"
+            if monitor.observers:
+                self._tell(monitor, "start_failed", began, error=exc)
             raise
         self._state = "running"
+        if monitor.observers:
+            self._tell(monitor, "started", began, report=self.report)
         return result
 
-    async def _start(self) -> ResultT_co:
-        monitor = self._monitor = Monitor(self._listeners)
+    def _tell(
+        self,
+        monitor: Monitor,
+        kind: LifespanEventKind,
+        began: float | None = None,
+        *,
+        error: BaseException | None = None,
+        report: StartupReport | None = None,
+        health: lifespan_kit.HealthReport | None = None,
+    ) -> None:
+        """Tell the lifespan listeners about a moment of this run."""
+        monitor.tell(
+            LifespanEvent(
+                kind,
+                monitor.run_id,
+                self._plan.resources,
+                duration=None if began is None else time.perf_counter() - began,
+                error=error,
+                report=report,
+                health=health,
+            )
+        )
+
+    def _tell_stopped(
+        self, monitor: Monitor, began: float, errors: Sequence[ShutdownError]
+    ) -> None:
+        if not errors:
+            self._tell(monitor, "stopped", began)
+            return
+        error = (
+            errors[0]
+            if len(errors) == 1
+            else ExceptionGroup(_shutdown_message(errors), errors)
+        )
+        self._tell(monitor, "stop_failed", began, error=error)
+
+    async def _start(self, monitor: Monitor) -> ResultT_co:
         backend = anyio.lowlevel.current_token().backend_class
         instances = self._instances(monitor)
         run = self._run = Run(self._plan, instances, backend, self._concurrency)
@@ -183,13 +225,20 @@ class Lifespan(Generic[ResultT_co]):
         if self._state != "running" or run is None:
             raise NotRunningError(action="exit a lifespan that is not running")
         self._state = "stopping"
+        monitor = self._monitor
+        assert monitor is not None
+        began = time.perf_counter()
+        if monitor.observers:
+            self._tell(monitor, "stopping")
+        errors: list[ShutdownError] = []
         try:
             errors = await run.stop()
         finally:
             self._state = "idle"
+            if monitor.observers:
+                self._tell_stopped(monitor, began, errors)
         run.raise_escaped()
-        assert self._monitor is not None
-        failures = self._monitor.failures
+        failures = monitor.failures
         if not errors and not failures:
             return
         if exc is None:
@@ -257,14 +306,20 @@ class Lifespan(Generic[ResultT_co]):
             NotRunningError: Outside a running lifespan.
         """
         run = self._running_run("check health")
+        began = time.perf_counter()
         checked = [i for i in run.instances if i.resource.health_check is not None]
         results: dict[str, lifespan_kit.ResourceHealth] = {}
         async with anyio.create_task_group() as tg:
             for instance in checked:
                 tg.start_soon(self._check, instance, results)
-        return lifespan_kit.HealthReport(
+        report = lifespan_kit.HealthReport(
             resources={i.resource.name: results[i.resource.name] for i in checked}
         )
+        monitor = self._monitor
+        assert monitor is not None
+        if monitor.observers:
+            self._tell(monitor, "checked", began, health=report)
+        return report
 
     async def _check(
         self, instance: Instance, results: dict[str, lifespan_kit.ResourceHealth]

@@ -29,7 +29,7 @@ import anyio.lowlevel
 from lifespan_kit._graph import Plan
 from lifespan_kit._host import Host, forgiver_for, spawner_for
 from lifespan_kit._instance import Instance, Later, StartAborted
-from lifespan_kit._report import log_stop_failure, logger
+from lifespan_kit._report import log_fields, log_stop_failure, logger
 from lifespan_kit.errors import ShutdownError
 
 if TYPE_CHECKING:
@@ -174,7 +174,9 @@ class Run:
                 await self._settled.wait()
                 await self.stop()
             for error in self._start_errors:
-                logger.warning("%s", error)
+                logger.warning(
+                    "%s", error, extra=log_fields("start_failed", error=error)
+                )
             raise
         if self._start_errors or self._escaped is not None:
             stop_errors: list[ShutdownError] = []

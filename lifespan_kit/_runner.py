@@ -35,7 +35,7 @@ import lifespan_kit
 from lifespan_kit._bundle import ResourceMap, is_bundle_class
 from lifespan_kit._lifespan import Lifespan, shorten_teardown
 from lifespan_kit._registry import Registry
-from lifespan_kit._report import Listener, ResourceEvent, logger
+from lifespan_kit._report import Listener, ResourceEvent, log_fields, logger
 from lifespan_kit._resource import classify
 from lifespan_kit._settings import check_seconds
 from lifespan_kit._signals import Schedule, SignalCounter, exit_status
@@ -226,7 +226,7 @@ class _Runner:
         logger.info(
             "Stopping: resource '%s' failed while running.",
             error.resource_name,
-            extra={"lifespan_kit_event": "stopping_app"},
+            extra=log_fields("stopping_app", error=error),
         )
         scope.cancel()
 
@@ -238,6 +238,7 @@ class _Runner:
             "The shutdown took longer than shutdown_timeout=%gs; cancelling every "
             "teardown still running.",
             self._shutdown_timeout,
+            extra=log_fields("shutdown_timeout"),
         )
         assert self._lifespan is not None
         shorten_teardown(self._lifespan, 0)
@@ -252,6 +253,7 @@ class _Runner:
                 logger.info(
                     "Received %s: stopping; a second signal hurries the teardown.",
                     name,
+                    extra=log_fields("signal"),
                 )
                 assert self._stop_scope is not None
                 self._stop_scope.cancel()
@@ -262,6 +264,7 @@ class _Runner:
                     "%gs more; a third signal exits at once.",
                     name,
                     SECOND_SIGNAL_GRACE,
+                    extra=log_fields("second_signal"),
                 )
                 assert self._lifespan is not None
                 shorten_teardown(self._lifespan, SECOND_SIGNAL_GRACE)
@@ -285,22 +288,29 @@ class _Runner:
                 "Startup failed; every resource that had started was stopped "
                 "(exit status 3).",
                 exc_info=exc,
+                extra=log_fields("startup_failed", error=exc),
             )
             return EXIT_STARTUP_FAILED
         if _is_logged(exc):
             logger.error(
-                "Stopped after failures (exit status 1): %s", str(exc).splitlines()[0]
+                "Stopped after failures (exit status 1): %s",
+                str(exc).splitlines()[0],
+                extra=log_fields("stopped_after_failures", error=exc),
             )
         else:
             logger.error(
                 "main() raised; every resource was stopped (exit status 1).",
                 exc_info=exc,
+                extra=log_fields("main_failed", error=exc),
             )
         return EXIT_FAILED
 
     def _status(self) -> int:
         if self._has_errors:
-            logger.error("Stopped, but the shutdown had failures (exit status 1).")
+            logger.error(
+                "Stopped, but the shutdown had failures (exit status 1).",
+                extra=log_fields("stopped_after_failures"),
+            )
             return EXIT_FAILED
         if self._exit_code is not None:
             return self._exit_code
@@ -415,7 +425,7 @@ def _system_exit_status(exc: SystemExit) -> int:
         return EXIT_OK
     if isinstance(exc.code, int):
         return exc.code
-    logger.error("main() exited: %s", exc.code)
+    logger.error("main() exited: %s", exc.code, extra=log_fields("main_exited"))
     return EXIT_FAILED
 
 
@@ -462,4 +472,5 @@ def notify(message: str) -> None:
             "Could not send %s to the service manager (NOTIFY_SOCKET): %s",
             message,
             exc,
+            extra=log_fields("notify_failed"),
         )

@@ -58,7 +58,7 @@ from lifespan_kit._inner import InnerFactory, InnerState, inner_factory
 from lifespan_kit._lifespan import Lifespan
 from lifespan_kit._models import Bundle
 from lifespan_kit._registry import Registry
-from lifespan_kit._report import Listener, logger
+from lifespan_kit._report import Listener, log_fields, logger
 from lifespan_kit._resource import Resource
 from lifespan_kit._types import ValueT
 from lifespan_kit.errors import (
@@ -280,7 +280,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 "'degrade': the app keeps serving, and /readyz and /livez answer "
                 "503 until the server is stopped.",
                 name,
-                extra=_extra(name, "degraded"),
+                extra=log_fields("degraded", error=error),
             )
             return
         how = _server.ask_server_to_stop()
@@ -290,7 +290,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 "here stops the server on SIGTERM; the app keeps serving, and "
                 "/readyz and /livez answer 503 until the server is stopped.",
                 name,
-                extra=_extra(name, "degraded"),
+                extra=log_fields("degraded", error=error),
             )
         else:
             logger.error(
@@ -298,7 +298,7 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 "server gracefully (%s).",
                 name,
                 how,
-                extra=_extra(name, "stopping_app"),
+                extra=log_fields("stopping_app", error=error),
             )
 
     def __repr__(self) -> str:
@@ -306,10 +306,6 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
             f"<AppLifespan resources={list(self._resource_names)!r} "
             f"on_failure={self._on_failure!r}>"
         )
-
-
-def _extra(resource_name: str | None, event: str) -> dict[str, object]:
-    return {"lifespan_kit_resource": resource_name, "lifespan_kit_event": event}
 
 
 @overload

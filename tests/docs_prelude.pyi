@@ -23,6 +23,9 @@ from lifespan_kit import Bundle as Bundle
 from lifespan_kit import EventKind as EventKind
 from lifespan_kit import HealthReport as HealthReport
 from lifespan_kit import Lifespan as Lifespan
+from lifespan_kit import LifespanEvent as LifespanEvent
+from lifespan_kit import LifespanEventKind as LifespanEventKind
+from lifespan_kit import LifespanListener as LifespanListener
 from lifespan_kit import Listener as Listener
 from lifespan_kit import Registry as Registry
 from lifespan_kit import Resource as Resource

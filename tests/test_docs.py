@@ -14,7 +14,9 @@ fence (invisible on the site) changes that:
 - ``<!-- docs-test: continue -->``: the block continues the page's previous
   ``python`` block, whose code runs (and is checked) first.
 
-Modes combine: ``<!-- docs-test: continue, typecheck -->``. A block made only of
+Modes combine: ``<!-- docs-test: continue, typecheck -->``. A ``text`` block
+marked ``<!-- docs-test: output -->`` shows what the ``python`` block before it
+prints: the run must print exactly that. A block made only of
 ``--8<-- "examples/...:section"`` lines shows part of an example: it must
 resolve, and the example's own tests and lint run and check it.
 
@@ -32,6 +34,7 @@ from ``tests/docs_prelude.pyi``.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -51,6 +54,7 @@ import lifespan_kit
 import lifespan_kit.cli
 import lifespan_kit.errors
 import lifespan_kit.fastapi
+import lifespan_kit.opentelemetry
 import lifespan_kit.pytest_plugin
 import lifespan_kit.starlette
 from docs.hooks import cli_reference
@@ -211,6 +215,7 @@ class CodeBlock:
     source: str
     modes: frozenset[str]
     shows_example: bool  # only `--8<--` lines: an example's own tests cover it
+    output: str | None = None  # what it prints, from the `output` block after it
 
     @property
     def id(self) -> str:
@@ -260,9 +265,14 @@ def _code_blocks(page: Path) -> list[CodeBlock]:
     blocks: list[CodeBlock] = []
     name = page.relative_to(DOCS).as_posix()
     for line, lang, previous, body, title in _fenced(page.read_text(encoding="utf-8")):
+        marker = MARKER.match(previous)
+        if lang == "text" and marker is not None and marker["modes"] == "output":
+            assert blocks, f"{name}:{line}: an output block follows no python block"
+            output = "".join(f"{text}\n" for text in body)
+            blocks[-1] = dataclasses.replace(blocks[-1], output=output)
+            continue
         if lang != "python" or title is not None:
             continue  # a titled block is a file of the tutorial's project
-        marker = MARKER.match(previous)
         modes = frozenset(
             m.strip() for m in (marker["modes"] if marker else "").split(",")
         ) - {""}
@@ -292,8 +302,13 @@ RUN_BLOCKS = [block for block in TESTED_BLOCKS if "typecheck" not in block.modes
 @pytest.mark.parametrize(
     "block", [pytest.param(block, id=block.id) for block in RUN_BLOCKS]
 )
-async def test_code_block_runs(block: CodeBlock, anyio_backend: str) -> None:
-    """The block runs without error, in a fresh namespace, on the test's backend."""
+async def test_code_block_runs(
+    block: CodeBlock, anyio_backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The block runs without error, in a fresh namespace, on the test's backend.
+
+    A block shown with its output prints exactly that output.
+    """
     program = compile(
         block.source,
         f"<{block.id}>",
@@ -310,6 +325,8 @@ async def test_code_block_runs(block: CodeBlock, anyio_backend: str) -> None:
             await outcome
     finally:
         del sys.modules[module.__name__]
+    if block.output is not None:
+        assert capsys.readouterr().out == block.output
 
 
 def _as_module(source: str) -> str:
@@ -423,6 +440,7 @@ def test_every_page_has_tested_code() -> None:
     kinds = {mode for block in BLOCKS for mode in block.modes}
     assert kinds == MODES
     assert any(block.shows_example for block in BLOCKS)
+    assert any(block.output for block in RUN_BLOCKS)
 
 
 COMPARISON = (DOCS / "comparison.md").read_text(encoding="utf-8")
@@ -481,6 +499,7 @@ PUBLIC_MODULES = (
     lifespan_kit.fastapi,
     lifespan_kit.cli,
     lifespan_kit.pytest_plugin,
+    lifespan_kit.opentelemetry,
 )
 
 

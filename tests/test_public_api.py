@@ -22,7 +22,7 @@ PUBLIC_MODULES = [
 ]
 
 # The edges and the test tooling: the core must neither need nor load them.
-OPTIONAL_MODULES = ("fastapi", "httpx", "pytest", "starlette")
+OPTIONAL_MODULES = ("fastapi", "httpx", "opentelemetry", "pytest", "starlette")
 
 IMPORT_CORE = """
 import importlib.abc

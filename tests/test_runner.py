@@ -387,6 +387,64 @@ def test_the_shutdown_deadline_cancels_what_still_runs(
     )
 
 
+LOG_FIELDS = (
+    "lifespan_kit_resource",
+    "lifespan_kit_event",
+    "lifespan_kit_duration",
+    "lifespan_kit_error_code",
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "signals_at", "expected"),
+    [
+        pytest.param(
+            "fail-start:second",
+            {},
+            ("second", "startup_failed", "startup-failed"),
+            id="startup-failed",
+        ),
+        pytest.param("crash", {}, (None, "main_failed", None), id="main-crashed"),
+        pytest.param(
+            "background-crash",
+            {},
+            ("pulse", "stopping_app", "background-failed"),
+            id="pulse",
+        ),
+        pytest.param(
+            "hang-stop:second",
+            {"running": [TERM], "stop second": [INT]},
+            (None, "second_signal", None),
+            id="signals",
+        ),
+    ],
+)
+def test_every_log_record_of_the_worker_has_the_structured_fields(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    anyio_backend: Backend,
+    mode: str,
+    signals_at: dict[str, list[signal.Signals]],
+    expected: tuple[str | None, str, str | None],
+) -> None:
+    """Each record names its resource, event and error code, or says it has none."""
+    with caplog.at_level(logging.DEBUG, logger="lifespan_kit"):
+        run_worker(monkeypatch, capsys, anyio_backend, mode, signals_at=signals_at)
+    records = [r for r in caplog.records if r.name == "lifespan_kit"]
+    for record in records:
+        assert all(name in record.__dict__ for name in LOG_FIELDS), record
+    fields = {
+        (
+            record.__dict__["lifespan_kit_resource"],
+            record.__dict__["lifespan_kit_event"],
+            record.__dict__["lifespan_kit_error_code"],
+        )
+        for record in records
+    }
+    assert expected in fields
+
+
 def test_handlers_are_replaced_while_running_and_restored_after(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -22,6 +22,9 @@ from lifespan_kit import (
     EventKind,
     HealthReport,
     Lifespan,
+    LifespanEvent,
+    LifespanEventKind,
+    LifespanListener,
     Listener,
     Registry,
     Resource,
@@ -439,3 +442,34 @@ def on_event(event: ResourceEvent) -> None:
 listener: Listener = on_event
 registry.add_listener(on_event)
 registry.add_listener(lambda event: None)
+
+
+def on_resource_event(event: ResourceEvent) -> None:
+    assert_type(event.run_id, int)
+
+
+def on_lifespan_event(event: LifespanEvent) -> None:
+    assert_type(event.kind, LifespanEventKind)
+    assert_type(event.run_id, int)
+    assert_type(event.resources, tuple[Resource[object], ...])
+    assert_type(event.duration, float | None)
+    assert_type(event.error, BaseException | None)
+    assert_type(event.report, StartupReport | None)
+    assert_type(event.health, HealthReport | None)
+
+
+class Observer:
+    def __call__(self, event: ResourceEvent, /) -> None: ...
+    def on_lifespan_event(self, event: LifespanEvent, /) -> None: ...
+
+
+class NotAnObserver:
+    def __call__(self, event: ResourceEvent, /) -> None: ...
+
+
+observer: LifespanListener = Observer()
+not_an_observer: LifespanListener = NotAnObserver()  # type: ignore[assignment]
+as_listener: Listener = Observer()
+registry.add_listener(Observer())
+lifespan_kind: LifespanEventKind = "checked"
+not_a_lifespan_kind: LifespanEventKind = "failed"  # type: ignore[assignment]
