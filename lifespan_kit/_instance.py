@@ -228,7 +228,9 @@ class Instance:
         deadline: float,
     ) -> object:
         try:
-            value = await armed(self._enter(args, kwargs), scope, deadline, self)
+            value = await armed(
+                self._enter(args, kwargs, deadline), scope, deadline, self
+            )
         except BaseException as exc:
             self._raise_start_failure(host, scope, exc)
         return await self._settle_suspended_start(host, scope, value, deadline)
@@ -429,7 +431,9 @@ class Instance:
                     dependency_path=self.dependency_path,
                 )
 
-    async def _enter(self, args: list[object], kwargs: dict[str, object]) -> object:
+    async def _enter(
+        self, args: list[object], kwargs: dict[str, object], deadline: float
+    ) -> object:
         """Call the factory and enter what it returned, by its kind."""
         factory = cast("Callable[..., object]", self.resource.factory)
         if self.resource.kind == "background":
@@ -443,7 +447,7 @@ class Instance:
             self._teardown = task.stop
             return None
         if self.resource.thread:
-            return await self._enter_in_thread(factory, args, kwargs)
+            return await self._enter_in_thread(factory, args, kwargs, deadline)
         result = factory(*args, **kwargs)
         if is_async(result):
             return await self._enter_async(result)
@@ -457,6 +461,7 @@ class Instance:
         factory: Callable[..., object],
         args: list[object],
         kwargs: dict[str, object],
+        deadline: float,
     ) -> object:
         """Call the factory, and enter its result, in a thread of the resource's own."""
         thread = ResourceThread(self.resource.name)
@@ -468,7 +473,8 @@ class Instance:
                 kwargs,
                 self.resource.name,
                 self.dependency_path,
-            )
+            ),
+            deadline=deadline,
         )
         if entered.exit is not None:
             self._teardown = thread.stop

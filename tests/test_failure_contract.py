@@ -7,6 +7,7 @@ the sequential mode and the concurrent mode, which must behave identically.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -499,3 +500,62 @@ async def test_a_start_that_waited_is_not_blamed_for_another_blocking() -> None:
             pass  # pragma: no cover
     assert info.value.resource_name == "blocker"
     assert info.value.blocked
+
+
+class ThreadedClient:
+    """A sync client that opens and closes slowly, recording both."""
+
+    def __init__(self, log: list[str], pool: str) -> None:
+        self.log = log
+
+    def __enter__(self) -> str:
+        time.sleep(0.02)
+        self.log.append("open client")
+        return "client"
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.log.append("close client")
+
+
+@pytest.mark.parametrize("concurrency", [None, 2])
+@pytest.mark.parametrize("form", ["generator", "class"])
+async def test_threaded_start_aborted_by_a_sibling_stops_before_its_dependency(
+    concurrency: int | None, form: str
+) -> None:
+    """A threaded start aborted by a failure is closed before what it depends on."""
+    log: list[str] = []
+    registry = Registry()
+    events = events_of(registry)
+
+    @registry.resource
+    async def pool() -> AsyncIterator[str]:
+        yield "pool"
+        log.append("close pool")
+
+    if form == "generator":
+
+        def client(pool: str) -> Iterator[str]:
+            with ThreadedClient(log, pool) as value:
+                yield value
+
+        registry.add("client", client, thread=True)
+    else:
+        registry.add("client", functools.partial(ThreadedClient, log), thread=True)
+
+    @registry.resource
+    async def broken(pool: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        raise OSError("broken")
+
+    with anyio.fail_after(5), pytest.raises(StartupError) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert info.value.resource_name == "broken"
+    assert log == ["open client", "close client", "close pool"]
+    client_events = [e for e in events if e.endswith(" client")]
+    assert client_events == [
+        "starting client",
+        "start_failed client",
+        "stopping client",
+        "stopped client",
+    ]
