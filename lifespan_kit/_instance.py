@@ -278,7 +278,8 @@ class Instance:
         A start overran when it returned although its scope was cancelled (it
         swallowed the cancellation), or when it returned past its deadline on
         the event loop's clock because it blocked the loop itself: a start
-        that waited while something else blocked the loop is not to blame.
+        that waited while something else blocked the loop is not to blame,
+        unless its own running time alone exceeds its timeout.
         """
         elapsed = time.perf_counter() - self.began
         self._host = host
@@ -289,7 +290,11 @@ class Instance:
         if (
             deadline != math.inf
             and host.current_time() > deadline
-            and (not suspended or elapsed - self.busy <= self.start_timeout)
+            and (
+                not suspended
+                or self.busy > self.start_timeout
+                or elapsed - self.busy <= self.start_timeout
+            )
         ):
             return Later(self._undo_overrun(elapsed, swallowed=False))
         self.start_duration = elapsed
@@ -647,7 +652,8 @@ class Instance:
         """Finish a teardown that returned; report a deadline it swallowed.
 
         A teardown that ran past its limit without being cancelled blocked the
-        event loop: it is reported as well, if the time was its own.
+        event loop: it is reported as well, if the time was its own (its
+        own running time alone exceeds its limit, or its waiting does not).
         """
         self._stopping = None
         timed_out = False
@@ -678,7 +684,7 @@ class Instance:
         elif (
             deadline != math.inf
             and host.current_time() > deadline
-            and (not suspended or elapsed - self.busy <= limit)
+            and (not suspended or self.busy > limit or elapsed - self.busy <= limit)
         ):
             error = StopTimeoutError(
                 self.resource.name,

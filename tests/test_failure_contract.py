@@ -559,3 +559,33 @@ async def test_threaded_start_aborted_by_a_sibling_stops_before_its_dependency(
         "stopping client",
         "stopped client",
     ]
+
+
+async def test_each_teardown_that_blocks_the_loop_is_reported(
+    concurrency: int | None,
+) -> None:
+    """Teardowns that each block the loop past their limit are all reported."""
+    registry = Registry()
+
+    def blocking(name: str) -> None:
+        async def teardown_blocks() -> AsyncIterator[str]:
+            await anyio.lowlevel.checkpoint()  # each in a host task of its own
+            yield name
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.05)  # noqa: ASYNC251  # blocks the loop on purpose
+
+        registry.add(name, teardown_blocks, stop_timeout=0.01)
+
+    blocking("first")
+    blocking("second")
+    with pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+    errors = info.value.exceptions
+    assert all(isinstance(e, StopTimeoutError) and e.blocked for e in errors)
+    assert sorted(
+        e.resource_name for e in errors if isinstance(e, StopTimeoutError)
+    ) == [
+        "first",
+        "second",
+    ]
