@@ -92,6 +92,7 @@ class Instance:
         "start_duration",
         "start_timeout",
         "stop_timeout",
+        "suspended",
         "undo_error",
         "value",
     )
@@ -125,6 +126,8 @@ class Instance:
         self._stopping: Scope | None = None
         # Seconds the current start or stop has run itself, not waiting.
         self.busy = 0.0
+        # Whether the current start or stop has yielded to the event loop.
+        self.suspended = False
         # The owned scope was cancelled during the start, which swallowed it.
         self._is_cancelled_early = False
         # Set when the resource stopped working while running.
@@ -192,6 +195,7 @@ class Instance:
                     )
                 raise
         self.busy = 0.0
+        self.suspended = False
         self.began = time.perf_counter()
         scope = self._scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).

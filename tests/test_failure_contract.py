@@ -586,3 +586,24 @@ async def test_each_teardown_that_blocks_the_loop_is_reported(
     assert all(e.blocked for e in errors)
     assert sorted(str(e.resource_name) for e in errors) == ["first", "second"]
 
+
+async def rendezvous(arrived: list[anyio.Event], index: int) -> AsyncIterator[int]:
+    """A resource whose start waits, and whose teardown waits for all the others."""
+    await anyio.lowlevel.checkpoint()
+    yield index
+    arrived[index].set()
+    for event in arrived:
+        await event.wait()
+
+
+async def test_independent_teardowns_run_at_the_same_time() -> None:
+    """Independent resources whose starts waited stop concurrently, every run."""
+    for _ in range(10):  # the event loop's scheduling order varies from run to run
+        registry = Registry(stop_timeout=1)
+        arrived = [anyio.Event() for _ in range(4)]
+
+        for index in range(len(arrived)):
+            registry.add(f"r{index}", functools.partial(rendezvous, arrived, index))
+        with anyio.fail_after(5):
+            async with registry.lifespan():
+                pass
