@@ -607,3 +607,31 @@ async def test_independent_teardowns_run_at_the_same_time() -> None:
         with anyio.fail_after(5):
             async with registry.lifespan():
                 pass
+
+
+async def rendezvous_after_sync_start(
+    arrived: list[anyio.Event], index: int
+) -> AsyncIterator[int]:
+    """As `rendezvous`, with a start that never suspends."""
+    yield index
+    arrived[index].set()
+    for event in arrived:
+        await event.wait()
+
+
+@pytest.mark.xfail(
+    reason="resources whose starts never suspend share a host task, so their "
+    "teardowns run one after the other (issue 12)",
+    strict=True,
+)
+async def test_independent_teardowns_after_sync_starts_run_at_the_same_time() -> None:
+    """Independent resources whose starts never waited stop concurrently."""
+    registry = Registry(stop_timeout=0.5)
+    arrived = [anyio.Event() for _ in range(2)]
+    for index in range(len(arrived)):
+        registry.add(
+            f"r{index}", functools.partial(rendezvous_after_sync_start, arrived, index)
+        )
+    with anyio.fail_after(5):
+        async with registry.lifespan():
+            pass
