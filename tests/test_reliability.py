@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,7 +44,6 @@ from typing import Literal
 
 import anyio
 import anyio.lowlevel
-import pydantic
 import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
@@ -71,7 +71,7 @@ from lifespan_kit.errors import (
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
-    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+    from exceptiongroup import BaseExceptionGroup
 
 EXAMPLES = int(os.environ.get("LIFESPAN_KIT_EXAMPLES", "300"))
 # CI replays the same examples every run; set LIFESPAN_KIT_EXPLORE=1 to draw new ones.
@@ -109,8 +109,14 @@ Fault = Literal[
     "block_stop",
 ]
 START_FAULTS: frozenset[Fault] = frozenset(
-    {"raise_start", "hang_start", "swallow_start", "no_yield", "crash_start"}
-    | {"block_start"}
+    {
+        "raise_start",
+        "hang_start",
+        "swallow_start",
+        "no_yield",
+        "crash_start",
+        "block_start",
+    }
 )
 STOP_FAULTS: frozenset[Fault] = frozenset(
     {"raise_stop", "hang_stop", "swallow_stop", "yield_twice", "block_stop"}
@@ -535,7 +541,7 @@ def sync_class(name: str, fault: Fault, log: Log) -> type[AbstractContextManager
 
 def factory_for(
     name: str, shape: Shape, fault: Fault, log: Log, crash: anyio.Event
-) -> object:
+) -> Callable[..., object]:
     """Build the resource `name`, written as `shape`, misbehaving as `fault`."""
     if shape in ("agen", "acm"):
         factory = (
@@ -630,7 +636,9 @@ class Harness:
         if self.phase != self.scenario.cancel:
             return
         cancel_at = self.scenario.cancel_at
-        if self.steps_in_phase == (cancel_at % 3 if self.phase == "body" else cancel_at):
+        if self.steps_in_phase == (
+            cancel_at % 3 if self.phase == "body" else cancel_at
+        ):
             self.cancel()
         self.steps_in_phase += 1
 
@@ -964,6 +972,10 @@ def check_errors(harness: Harness) -> None:
             check_start_error(harness, leaf)
         if isinstance(leaf, ShutdownError):
             check_stop_error(harness, leaf)
+    if outcome.body_ran:
+        entered = harness.log.steps("enter")
+        overran = [n for n in entered if fails_to_start(harness, n)]
+        assert not overran, f"the body ran although {overran} failed to start"
     if outcome.body_done:
         stopped_badly = {
             n
@@ -1042,12 +1054,12 @@ def check_events(harness: Harness) -> None:
             assert moved is not None, f"{name}: {kind} after {state} in {kinds}"
             state = moved
         assert state in ("idle", "start_failed", "stopped"), f"{name}: {kinds}"
+        is_started = "started" in kinds
         is_ready = name in harness.log.steps("ready")
-        if "started" in kinds:
-            assert is_ready, f"{name}: {kinds} but never ready"
-        elif harness.outcome.body_ran:
-            # Nothing was aborted: what became ready started, unless it overran.
-            assert not is_ready or overruns(harness, name), f"{name}: {kinds}"
+        assert not is_started or is_ready, f"{name}: {kinds} but never ready"
+        assert not is_started or not overruns(harness, name), f"{name} overran"
+        if harness.outcome.body_ran:
+            assert is_started, f"the body ran, and {name}: {kinds}"
 
 
 def stop_cost(harness: Harness, index: int) -> float:
@@ -1220,9 +1232,7 @@ def broken_graphs(draw: st.DrawFn) -> BrokenGraph:
         dependencies[draw(st.integers(0, size - 1))].add(name)
     has_bundle = draw(st.booleans())
     ghosts = (
-        tuple(f"ghost{n}" for n in range(draw(st.integers(0, 2))))
-        if has_bundle
-        else ()
+        tuple(f"ghost{n}" for n in range(draw(st.integers(0, 2)))) if has_bundle else ()
     )
     if not missing and not ghosts:
         # At least one problem: a name nobody registered.
@@ -1254,15 +1264,15 @@ async def test_graph_problems_are_reported_before_anything_starts(
             return name  # pragma: no cover  # as above
 
         registry.add(name, factory, depends={f"p_{d}": d for d in deps})
-    bundle = (
-        pydantic.create_model(
+    bundle: type[Bundle] | None = None
+    if graph.has_bundle:
+        # A field per resource, and one per ghost, all typed `object`.
+        fields = dict.fromkeys((*names, *graph.ghosts), object)
+        bundle = types.new_class(
             "Resources",
-            __base__=Bundle,
-            **{name: (object, ...) for name in (*names, *graph.ghosts)},
+            (Bundle,),
+            exec_body=lambda ns: ns.update(__annotations__=fields),
         )
-        if graph.has_bundle
-        else None
-    )
     with pytest.raises(DefinitionError) as info:
         async with registry.lifespan(bundle, concurrency=graph.concurrency):
             pass  # pragma: no cover  # only if the contract breaks
