@@ -2,7 +2,10 @@
 
 Each example draws a dependency graph (1 to 40 resources), how each resource is
 written (an async or sync generator, an async or sync context manager, a class,
-an async function, some run in a thread of their own), a fault for each, and
+an async function, some run in a thread of their own), a fault for each (a
+start or teardown that raises, hangs, swallows its cancellation or blocks the
+event loop; a generator that never yields or yields twice; a task crashing in
+the resource's task group during its start or while it runs), and
 what happens around the lifespan: an outer cancellation at a random moment of
 a start, of the body or of a teardown (or after a random number of event loop
 turns, or of seconds), a body that raises, the lifespan entered in one task
@@ -13,6 +16,9 @@ reverse start order in the sequential mode), no teardown is cut short except
 by its own stop_timeout, every failure is a documented error naming its
 resource, listener events pair up, no task outlives the lifespan, each
 resource is entered and exited in one task (or thread), and nothing hangs.
+The same examples run with each step of the lifespan in its own asyncio
+`run_until_complete`; graphs with missing names, cycles and unknown bundle
+fields fail before anything starts.
 
 Clocks: asyncio runs on the real clock, with short real timeouts. Trio runs on
 a mock clock that jumps ahead whenever every task is waiting, so a hang costs
@@ -683,16 +689,12 @@ class Harness:
 
     def budget(self) -> float:
         """Seconds the whole example may take: every timeout that fires, and slack."""
-        waits = sum(
-            TIMEOUT if fault in ("hang_start", "swallow_start", "hang_stop") else 0.0
-            for fault in self.scenario.faults
-        ) + sum(
-            TIMEOUT if fault == "swallow_stop" else 0.0
-            for fault in self.scenario.faults
+        faults = self.scenario.faults
+        waits = TIMEOUT * sum(
+            fault in ("hang_start", "swallow_start", "hang_stop", "swallow_stop")
+            for fault in faults
         )
-        blocks = BLOCK * sum(
-            fault in ("block_start", "block_stop") for fault in self.scenario.faults
-        )
+        blocks = BLOCK * sum(fault in ("block_start", "block_stop") for fault in faults)
         return 2 * (waits + blocks) + self.scenario.cancel_at / 1000 + 5.0
 
 
