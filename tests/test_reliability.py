@@ -1406,7 +1406,17 @@ _machine_settings = settings(
     database=DATABASE,
     deadline=None,
 )
-TestLifespanMachineOnAsyncio = LifespanMachine.TestCase
-TestLifespanMachineOnAsyncio.settings = _machine_settings
-TestLifespanMachineOnTrio = TrioLifespanMachine.TestCase
-TestLifespanMachineOnTrio.settings = _machine_settings
+
+
+@pytest.mark.timeout(PROPERTY_TIMEOUT)
+class TestLifespanMachineOnAsyncio(LifespanMachine.TestCase):  # type: ignore[misc,valid-type]  # a class hypothesis builds
+    """The machine's rules in any order, on asyncio."""
+
+    settings = _machine_settings
+
+
+@pytest.mark.timeout(PROPERTY_TIMEOUT)
+class TestLifespanMachineOnTrio(TrioLifespanMachine.TestCase):  # type: ignore[misc,valid-type]  # as above
+    """The machine's rules in any order, on trio."""
+
+    settings = _machine_settings
