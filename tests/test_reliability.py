@@ -1284,6 +1284,7 @@ async def test_graph_problems_are_reported_before_anything_starts(
         assert f"'{name}'" in message, f"{name} is not reported"
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT)
 @settings(
     max_examples=EXAMPLES,
     derandomize=DERANDOMIZE,
