@@ -975,6 +975,8 @@ def check_errors(harness: Harness) -> None:
         if isinstance(leaf, ShutdownError):
             check_stop_error(harness, leaf)
     if outcome.body_ran:
+        # Nothing but the outer cancellation cancels the body (not a crash).
+        assert outcome.body_done or outcome.cancel_requested, "the body was cut"
         entered = harness.log.steps("enter")
         overran = [n for n in entered if fails_to_start(harness, n)]
         assert not overran, f"the body ran although {overran} failed to start"
