@@ -1082,7 +1082,9 @@ def slowest_stop_path(harness: Harness, costs: list[float]) -> float:
     """
     names = harness.scenario.names
     log = harness.log
-    started = [name for name in log.steps("ready") if name in log.steps("exit_begin")]
+    # The body ran: every resource started. One with no teardown stops at
+    # once, but still after its dependents.
+    started = log.steps("ready")
     task_of = {who: place for step, who, place in log.entries if step == "ready"}
     finish: dict[str, float] = {}
     for position in reversed(range(len(started))):
