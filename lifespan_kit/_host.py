@@ -68,9 +68,13 @@ class Scope(Protocol):
 
 
 class Meter(Protocol):
-    """Where a step's own running time (outside the event loop) is added up."""
+    """Where a step's own running time (outside the event loop) is added up.
+
+    `suspended` is set when the step yields to the event loop.
+    """
 
     busy: float
+    suspended: bool
 
 
 CreateScope = Callable[[bool], Scope]
@@ -181,6 +185,7 @@ def _relay(
     suspends at all; this passes `signal` on to the event loop, then relays
     between the two until `coro` returns, adding each step's time to `meter`.
     """
+    meter.suspended = True
     if deadline < scope.deadline:
         scope.deadline = deadline
     clock = time.perf_counter

@@ -94,6 +94,7 @@ class Instance:
         "start_duration",
         "start_timeout",
         "stop_timeout",
+        "suspended",
         "undo_error",
         "value",
     )
@@ -127,6 +128,8 @@ class Instance:
         self._stopping: Scope | None = None
         # Seconds the current start or stop has run itself, not waiting.
         self.busy = 0.0
+        # Whether the current start or stop has yielded to the event loop.
+        self.suspended = False
         # The owned scope was cancelled during the start, which swallowed it.
         self._is_cancelled_early = False
         # Set when the resource stopped working while running.
@@ -186,6 +189,7 @@ class Instance:
                 if self.monitor.is_active:
                     self.monitor.emit(resource.name, "start_failed", error=type_error)
                 raise
+        self.suspended = False
         self.began = time.perf_counter()
         scope = self.scope = host.open_scope()
         # Deadlines follow the event loop's clock (virtual under trio's MockClock).
@@ -223,7 +227,9 @@ class Instance:
         deadline: float,
     ) -> object:
         try:
-            value = await armed(self._enter(args, kwargs), scope, deadline, self)
+            value = await armed(
+                self._enter(args, kwargs, deadline), scope, deadline, self
+            )
         except BaseException as exc:
             self._raise_start_failure(host, scope, exc)
         return await self._settle_suspended_start(host, scope, value, deadline)
@@ -270,7 +276,8 @@ class Instance:
         A start overran when it returned although its scope was cancelled (it
         swallowed the cancellation), or when it returned past its deadline on
         the event loop's clock because it blocked the loop itself: a start
-        that waited while something else blocked the loop is not to blame.
+        that waited while something else blocked the loop is not to blame,
+        unless its own running time alone exceeds its timeout.
         """
         elapsed = time.perf_counter() - self.began
         self._host = host
@@ -281,7 +288,11 @@ class Instance:
         if (
             deadline != math.inf
             and host.current_time() > deadline
-            and (not suspended or elapsed - self.busy <= self.start_timeout)
+            and (
+                not suspended
+                or self.busy > self.start_timeout
+                or elapsed - self.busy <= self.start_timeout
+            )
         ):
             return Later(self._undo_overrun(elapsed, swallowed=False))
         if type(value) is CoroutineType:
@@ -434,7 +445,9 @@ class Instance:
                     dependency_path=self.dependency_path,
                 )
 
-    async def _enter(self, args: list[object], kwargs: dict[str, object]) -> object:
+    async def _enter(
+        self, args: list[object], kwargs: dict[str, object], deadline: float
+    ) -> object:
         """Call the factory and enter what it returned, by its kind."""
         factory = cast("Callable[..., object]", self.resource.factory)
         if self.resource.kind == "background":
@@ -448,7 +461,7 @@ class Instance:
             self._teardown = task.stop
             return None
         if self.resource.thread:
-            return await self._enter_in_thread(factory, args, kwargs)
+            return await self._enter_in_thread(factory, args, kwargs, deadline)
         result = factory(*args, **kwargs)
         if is_async(result):
             return await self._enter_async(result)
@@ -462,6 +475,7 @@ class Instance:
         factory: Callable[..., object],
         args: list[object],
         kwargs: dict[str, object],
+        deadline: float,
     ) -> object:
         """Call the factory, and enter its result, in a thread of the resource's own."""
         thread = ResourceThread(self.resource.name)
@@ -473,7 +487,8 @@ class Instance:
                 kwargs,
                 self.resource.name,
                 self.dependency_path,
-            )
+            ),
+            deadline=deadline,
         )
         if entered.exit is not None:
             self._teardown = thread.stop
@@ -646,7 +661,8 @@ class Instance:
         """Finish a teardown that returned; report a deadline it swallowed.
 
         A teardown that ran past its limit without being cancelled blocked the
-        event loop: it is reported as well, if the time was its own.
+        event loop: it is reported as well, if the time was its own (its
+        own running time alone exceeds its limit, or its waiting does not).
         """
         self._stopping = None
         timed_out = False
@@ -677,7 +693,7 @@ class Instance:
         elif (
             deadline != math.inf
             and host.current_time() > deadline
-            and (not suspended or elapsed - self.busy <= limit)
+            and (not suspended or self.busy > limit or elapsed - self.busy <= limit)
         ):
             error = StopTimeoutError(
                 self.resource.name,

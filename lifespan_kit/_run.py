@@ -90,8 +90,10 @@ class Run:
     one helper task is pending. If the start never suspends, the helper has
     not run yet and the host goes on with the next runnable resource itself,
     so synchronous starts cost no task at all. If the start suspended, the
-    helper has run and taken the next resource, and the host continues only
-    with a dependent of the resource it just started. A resource that holds a
+    helper takes the next resource (it may have already), and the host
+    continues only with a dependent of the resource it just started. So
+    independent resources share a host, and stop one after the other, only
+    when their starts never suspended. A resource that holds a
     cancel scope or a task group across its yield ends its host's chain:
     nothing else is started inside what it holds, and its host waits directly
     inside it, so that a crash in its task group wakes that host at once.
@@ -135,7 +137,6 @@ class Run:
         self._next = 0
         self._running = 0
         self._is_helper_pending = False
-        self._helpers_run = 0
         self._is_failing = False
         self._started: list[int] = []
         self._start_errors: list[Exception] = []
@@ -216,7 +217,6 @@ class Run:
 
     async def _helper(self) -> None:
         self._is_helper_pending = False
-        self._helpers_run += 1
         position = self._take_next() if self._is_sequential else self._take()
         if position is None:
             self._check_settled()
@@ -302,8 +302,6 @@ class Run:
         chain: list[int] = []
         while position is not None:
             self._ensure_helper()
-            # A helper that runs during this start means the start suspended.
-            helpers_run = self._helpers_run if self._is_helper_pending else -1
             instance = self.instances[position]
             args, kwargs = arguments(instance, self.values)
             try:
@@ -314,7 +312,9 @@ class Run:
                 self._start_failed(instance, exc)
                 break
             chain.append(position)
-            position = self._on_started(position, helpers_run != self._helpers_run)
+            # Not whether the helper ran meanwhile: trio may resume this
+            # task before it even after the start suspended.
+            position = self._on_started(position, instance.suspended)
         return chain
 
     def _start_failed(self, instance: Instance, exc: BaseException) -> None:

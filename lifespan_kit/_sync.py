@@ -10,9 +10,11 @@ all run in one thread of the resource's own, so a blocking start or stop never
 holds the event loop, and an object bound to the thread that opened it (a
 sqlite3 connection) is closed in that thread. The event loop waits for each
 step without blocking: the thread schedules a callback on it when a step is
-done. A step the event loop stops waiting for (a timeout, an aborted start) is
-finished by the thread on its own: what a start given up on opened is left
-there as soon as the start returns; then the thread ends.
+done. A start aborted because another failed is still waited for, up to its
+deadline, then undone in its thread like any start that overran. A step the
+event loop stops waiting for (at its deadline) is finished by the thread on its
+own: what a start given up on opened is left there as soon as the start
+returns; then the thread ends.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 import queue
 import threading
 from collections.abc import Callable, Generator
@@ -173,15 +176,19 @@ class ResourceThread:
         while (job := self._jobs.get()) is not None:
             self._context.run(job)
 
-    async def start(self, start: Callable[[], Entered]) -> Entered:
+    async def start(self, start: Callable[[], Entered], *, deadline: float) -> Entered:
         """Start the thread and run `start` in it.
 
         The thread then waits for `stop`, or ends when there is nothing to
-        leave.
+        leave. A start cancelled before `deadline` (on the event loop's clock)
+        is still waited for until then: another start failed, and what this
+        one opens must be left before what it depends on stops. Having
+        returned, it is undone as a start that swallowed its cancellation.
         """
         self._thread.start()
         entered = await self._run(
-            _Call(start, self._schedule, self._resource_name, discard=_discard)
+            _Call(start, self._schedule, self._resource_name, discard=_discard),
+            deadline,
         )
         if entered.exit is None:
             self._end()
@@ -196,10 +203,14 @@ class ResourceThread:
         await self._run(_Call(exit_sync, self._schedule, self._resource_name))
         self._end()
 
-    async def _run(self, call: _Call[ResultT]) -> ResultT:
+    async def _run(self, call: _Call[ResultT], deadline: float = -math.inf) -> ResultT:
         self._jobs.put(call)
         try:
-            await call.wait()
+            try:
+                await call.wait()
+            except anyio.get_cancelled_exc_class():
+                if not await call.wait_until(deadline):
+                    raise
         except BaseException:
             # Given up on (a timeout, an aborted start): the thread finishes
             # the job on its own, leaves what it opened, and ends.
@@ -294,6 +305,14 @@ class _Call(Generic[ResultT]):
     async def wait(self) -> None:
         """Wait, on the event loop, until the job is done."""
         await self._done.wait()
+
+    async def wait_until(self, deadline: float) -> bool:
+        """Wait, shielded, until the job is done or `deadline` passes; tell which."""
+        if anyio.current_time() >= deadline:
+            return False
+        with anyio.CancelScope(deadline=deadline, shield=True):
+            await self._done.wait()
+        return self._done.is_set()
 
     def abandon(self) -> bool:
         """Stop waiting; return True when the job had finished (discard it then)."""

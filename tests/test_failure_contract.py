@@ -7,6 +7,7 @@ the sequential mode and the concurrent mode, which must behave identically.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -810,3 +811,138 @@ async def test_bundle_whose_post_init_raises_stops_what_started() -> None:
         async with registry.lifespan(Checked):
             pass  # pragma: no cover
     assert log == ["stop db"]
+
+
+class ThreadedClient:
+    """A sync client that opens and closes slowly, recording both."""
+
+    def __init__(self, log: list[str], pool: str) -> None:
+        self.log = log
+
+    def __enter__(self) -> str:
+        time.sleep(0.02)
+        self.log.append("open client")
+        return "client"
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.log.append("close client")
+
+
+@pytest.mark.parametrize("concurrency", [None, 2])
+@pytest.mark.parametrize("form", ["generator", "class"])
+async def test_threaded_start_aborted_by_a_sibling_stops_before_its_dependency(
+    concurrency: int | None, form: str
+) -> None:
+    """A threaded start aborted by a failure is closed before what it depends on."""
+    log: list[str] = []
+    registry = Registry()
+    events = events_of(registry)
+
+    @registry.resource
+    async def pool() -> AsyncIterator[str]:
+        yield "pool"
+        log.append("close pool")
+
+    if form == "generator":
+
+        def client(pool: str) -> Iterator[str]:
+            with ThreadedClient(log, pool) as value:
+                yield value
+
+        registry.add("client", client, thread=True)
+    else:
+        registry.add("client", functools.partial(ThreadedClient, log), thread=True)
+
+    @registry.resource
+    async def broken(pool: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        raise OSError("broken")
+
+    with anyio.fail_after(5), pytest.raises(StartupError) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass  # pragma: no cover
+    assert info.value.resource_name == "broken"
+    assert log == ["open client", "close client", "close pool"]
+    client_events = [e for e in events if e.endswith(" client")]
+    assert client_events == [
+        "starting client",
+        "start_failed client",
+        "stopping client",
+        "stopped client",
+    ]
+
+
+async def test_each_teardown_that_blocks_the_loop_is_reported(
+    concurrency: int | None,
+) -> None:
+    """Teardowns that each block the loop past their limit are all reported."""
+    registry = Registry()
+
+    def blocking(name: str) -> None:
+        async def teardown_blocks() -> AsyncIterator[str]:
+            await anyio.lowlevel.checkpoint()  # each in a host task of its own
+            yield name
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.05)  # noqa: ASYNC251  # blocks the loop on purpose
+
+        registry.add(name, teardown_blocks, stop_timeout=0.01)
+
+    blocking("first")
+    blocking("second")
+    with pytest.raises(ExceptionGroup) as info:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+    errors = [e for e in info.value.exceptions if isinstance(e, StopTimeoutError)]
+    assert len(errors) == len(info.value.exceptions)
+    assert all(e.blocked for e in errors)
+    assert sorted(str(e.resource_name) for e in errors) == ["first", "second"]
+
+
+async def rendezvous(arrived: list[anyio.Event], index: int) -> AsyncIterator[int]:
+    """A resource whose start waits, and whose teardown waits for all the others."""
+    await anyio.lowlevel.checkpoint()
+    yield index
+    arrived[index].set()
+    for event in arrived:
+        await event.wait()
+
+
+async def test_independent_teardowns_run_at_the_same_time() -> None:
+    """Independent resources whose starts waited stop concurrently, every run."""
+    for _ in range(10):  # the event loop's scheduling order varies from run to run
+        registry = Registry(stop_timeout=1)
+        arrived = [anyio.Event() for _ in range(4)]
+
+        for index in range(len(arrived)):
+            registry.add(f"r{index}", functools.partial(rendezvous, arrived, index))
+        with anyio.fail_after(5):
+            async with registry.lifespan():
+                pass
+
+
+async def rendezvous_after_sync_start(
+    arrived: list[anyio.Event], index: int
+) -> AsyncIterator[int]:
+    """As `rendezvous`, with a start that never suspends."""
+    yield index
+    arrived[index].set()
+    for event in arrived:
+        await event.wait()
+
+
+@pytest.mark.xfail(
+    reason="resources whose starts never suspend share a host task, so their "
+    "teardowns run one after the other (issue 12)",
+    strict=True,
+)
+async def test_independent_teardowns_after_sync_starts_run_at_the_same_time() -> None:
+    """Independent resources whose starts never waited stop concurrently."""
+    registry = Registry(stop_timeout=0.5)
+    arrived = [anyio.Event() for _ in range(2)]
+    for index in range(len(arrived)):
+        registry.add(
+            f"r{index}", functools.partial(rendezvous_after_sync_start, arrived, index)
+        )
+    with anyio.fail_after(5):
+        async with registry.lifespan():
+            pass

@@ -31,6 +31,7 @@ class Meter:
     """Adds up the time the awaited steps run, as an instance does."""
 
     busy = 0.0
+    suspended = False
 
 
 async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one() -> (
@@ -72,10 +73,13 @@ async def test_armed_sets_the_deadline_only_when_the_step_suspends() -> None:
         return "waited"
 
     with anyio.CancelScope() as scope:
-        assert await armed(at_once(), scope, 1e9, Meter()) == "done"
+        quick, slow = Meter(), Meter()
+        assert await armed(at_once(), scope, 1e9, quick) == "done"
         assert scope.deadline == math.inf
-        assert await armed(waits(), scope, 1e9, Meter()) == "waited"
+        assert not quick.suspended
+        assert await armed(waits(), scope, 1e9, slow) == "waited"
         assert scope.deadline == 1e9
+        assert slow.suspended
 
 
 async def test_armed_passes_a_cancellation_into_the_step() -> None:

@@ -7,6 +7,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import sqlite3
 import sys
 import threading
@@ -648,10 +649,10 @@ async def test_threaded_start_past_its_timeout_is_closed_in_its_thread(
 
 
 async def test_threaded_start_aborted_by_a_sibling_is_closed_in_its_thread() -> None:
-    """A threaded start aborted by a sibling's failure is closed once it returns."""
+    """A threaded start aborted, then past its timeout, is closed once it returns."""
     blocked = Blocked()
     registry = Registry()
-    registry.add("slow", blocked.generator, thread=True)
+    registry.add("slow", blocked.generator, start_timeout=0.05, thread=True)
 
     @registry.resource
     async def broken() -> str:
@@ -775,7 +776,10 @@ async def test_start_given_up_on_just_as_it_finished_is_closed_in_its_thread() -
             schedule(callback)
 
         thread._schedule = cancel_then_deliver
-        await thread.start(lambda: Entered("value", lambda: log.record("exit"), False))
+        await thread.start(
+            lambda: Entered("value", lambda: log.record("exit"), False),
+            deadline=-math.inf,  # given up on at once
+        )
     assert scope.cancelled_caught
     await anyio.to_thread.run_sync(join_resource_thread, "racing")
     assert log.events == ["exit"]
@@ -803,7 +807,9 @@ async def test_start_is_closed_in_its_thread_when_the_event_loop_is_gone() -> No
                 scope.cancel()
 
             tg.start_soon(cancel_once_exited)
-            await thread.start(lambda: Entered("value", leave, False))
+            await thread.start(
+                lambda: Entered("value", leave, False), deadline=-math.inf
+            )
     await anyio.to_thread.run_sync(join_resource_thread, "orphan")
     assert log.events == ["exit"]  # once: the event loop's cancellation adds none
 
