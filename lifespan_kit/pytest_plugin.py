@@ -96,7 +96,9 @@ _SETTINGS = pytest.StashKey["Settings"]()
 _RUNNERS = pytest.StashKey["dict[str, tuple[object, pytest.FixtureDef[object]]]"]()
 # Where the resource fixtures are kept, in a module or a conftest.
 _FIXTURE_KEY: Final = "_lifespan_kit_fixture_"
-_TO_CHECK = pytest.StashKey["list[tuple[dict[str, object], str]]"]()
+# Resource fixtures to check for clashes: (fixtures, where from, from a conftest).
+_Check = tuple[dict[str, object], str, bool]
+_TO_CHECK = pytest.StashKey["list[_Check]"]()
 _REGISTRY_FIXTURE = "lifespan_kit_registry"
 # pytest-asyncio's event loops: one runner fixture per loop scope.
 _RUNNER_FIXTURES: Final = frozenset(f"_{scope}_scoped_runner" for scope in SCOPES)
@@ -198,18 +200,18 @@ def pytest_configure(config: pytest.Config) -> None:
         module.__dict__.update(fixtures)
         config.pluginmanager.register(module, "lifespan_kit-resource-fixtures")
         to_check.append(
-            (fixtures, f"lifespan_kit_registry = {settings.registry_path!r}")
+            (fixtures, f"lifespan_kit_registry = {settings.registry_path!r}", False)
         )
     manager = id(config.pluginmanager)
     _PREFIXES[manager] = settings.prefix
     for name, conftest in _PENDING_CONFTESTS.pop(manager, []):
         fixtures = _add_conftest_fixtures(conftest, settings.prefix)
-        to_check.append((fixtures, f"the lifespan_kit_registry of {name}"))
+        to_check.append((fixtures, f"the lifespan_kit_registry of {name}", True))
 
 
 _PREFIXES: dict[int, str] = {}
 _PENDING_CONFTESTS: dict[int, list[tuple[str | None, types.ModuleType]]] = {}
-_PENDING_CHECKS: dict[int, list[tuple[dict[str, object], str]]] = {}
+_PENDING_CHECKS: dict[int, list[_Check]] = {}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -240,9 +242,10 @@ def pytest_plugin_registered(
     if (
         session is None
     ):  # pragma: no cover  # registered by another plugin's pytest_configure
-        _PENDING_CHECKS.setdefault(id(manager), []).append((fixtures, source))
+        _PENDING_CHECKS.setdefault(id(manager), []).append((fixtures, source, True))
         return
-    _raise_clashes(_clashes(cast("pytest.Session", session), fixtures), source)
+    clashes = _clashes(cast("pytest.Session", session), fixtures, in_conftest=True)
+    _raise_clashes(clashes, source, in_conftest=True)
 
 
 def _add_conftest_fixtures(
@@ -341,12 +344,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse resource fixtures that would replace pytest's or a plugin's fixtures."""
     to_check = session.config.stash[_TO_CHECK]
     to_check += _PENDING_CHECKS.pop(id(session.config.pluginmanager), [])
-    for fixtures, source in to_check:
-        _raise_clashes(_clashes(session, fixtures), source)
+    for fixtures, source, in_conftest in to_check:
+        clashes = _clashes(session, fixtures, in_conftest=in_conftest)
+        _raise_clashes(clashes, source, in_conftest=in_conftest)
 
 
-def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[str, str]:
-    """Map each resource fixture that shadows a plugin's fixture to that plugin."""
+def _clashes(
+    session: pytest.Session, fixtures: Mapping[str, object], *, in_conftest: bool
+) -> dict[str, str]:
+    """Map each resource fixture that shadows a plugin's fixture to that plugin.
+
+    The ini option's registry is a plugin: its fixtures would replace pytest's
+    and the plugins' everywhere, so each clash is refused. A conftest's
+    registry gives that conftest's fixtures, which override a fixture of the
+    same name in its directory as any conftest fixture does (a resource named
+    `cache` is the tests' cache there). Refused even there: `request`, and a
+    name that another fixture asks for (`tmp_path`, which `tmpdir` uses),
+    since that fixture would be handed the resource.
+    """
     ours = [
         key.removeprefix(_FIXTURE_KEY)
         for key in fixtures
@@ -361,10 +376,13 @@ def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[st
     fixture_manager = cast(
         "_FixtureManager", session.config.pluginmanager.get_plugin("funcmanage")
     )
+    requested = _requested_by_fixtures(fixture_manager) if in_conftest else None
     clashes: dict[str, str] = {}
     for fixture_name in ours:
         if fixture_name == "request":  # pytest's own, built into every test
             clashes[fixture_name] = "pytest"
+        if requested is not None and fixture_name not in requested:
+            continue  # a conftest may override a fixture nothing else depends on
         for definition in fixture_manager.getfixturedefs(fixture_name, session) or ():
             home = definition.func.__module__
             is_ours = getattr(definition.func, "_lifespan_kit_resource", None)
@@ -373,9 +391,37 @@ def _clashes(session: pytest.Session, fixtures: Mapping[str, object]) -> dict[st
     return clashes
 
 
-def _raise_clashes(clashes: Mapping[str, str], source: str) -> None:
+def _requested_by_fixtures(fixture_manager: object) -> set[str] | None:
+    """Return every name a known fixture asks for, or None if it cannot be read."""
+    # pytest keeps no public index of its fixtures: read its own, as pytest 9
+    # (by name, then by node) or pytest 8 (by name) keeps it.
+    by_node = getattr(fixture_manager, "_arg2node2fixturedefs", None)
+    by_name = getattr(fixture_manager, "_arg2fixturedefs", None)
+    lists: list[Sequence[pytest.FixtureDef[object]]]
+    if isinstance(by_node, dict):
+        nodes = cast(
+            "dict[str, dict[object, list[pytest.FixtureDef[object]]]]", by_node
+        )
+        lists = [defs for per_node in nodes.values() for defs in per_node.values()]
+    elif isinstance(by_name, dict):  # pragma: no cover  # pytest 8
+        lists = list(
+            cast("dict[str, list[pytest.FixtureDef[object]]]", by_name).values()
+        )
+    else:  # pragma: no cover  # a pytest that keeps them elsewhere: refuse clashes
+        return None
+    return {argument for defs in lists for d in defs for argument in d.argnames}
+
+
+def _raise_clashes(
+    clashes: Mapping[str, str], source: str, *, in_conftest: bool
+) -> None:
     if not clashes:
         return
+    why = (
+        "other fixtures depend on those, and would be handed the resources"
+        if in_conftest
+        else "their fixtures would replace those everywhere"
+    )
     lines = [
         f"  resource {name!r} would replace the fixture {name!r} of {owner}"
         for name, owner in sorted(clashes.items())
@@ -384,7 +430,7 @@ def _raise_clashes(clashes: Mapping[str, str], source: str) -> None:
     message = "\n".join(
         [
             f"{source} has resources named like fixtures of pytest or of an "
-            "active plugin; their fixtures would replace those everywhere.",
+            f"active plugin; {why}.",
             *lines,
             "  fix: set a prefix for the resource fixtures, e.g. "
             f'`lifespan_kit_prefix = "res_"` (the fixture becomes `res_{first}`), '

@@ -1215,6 +1215,7 @@ registry = Registry()
 registry.add("request", "a request")
 registry.add("tmp_path", "a path")
 registry.add("free_tcp_port", 8000)
+registry.add("cache", "the app's cache")
 registry.add("clock", "clock")
 """
 
@@ -1230,11 +1231,12 @@ def test_resources_named_like_plugin_fixtures_are_refused(
     result.stderr.fnmatch_lines(
         [
             "*has resources named like fixtures of pytest or of an active plugin*",
+            "*resource 'cache' would replace the fixture 'cache' of pytest*",
             "*resource 'free_tcp_port' would replace the fixture 'free_tcp_port' of"
             " anyio.pytest_plugin*",
             "*resource 'request' would replace the fixture 'request' of pytest*",
             "*resource 'tmp_path' would replace the fixture 'tmp_path' of pytest*",
-            '*lifespan_kit_prefix = "res_"*res_free_tcp_port*',
+            '*lifespan_kit_prefix = "res_"*res_cache*',
         ]
     )
     assert "'clock'" not in result.stderr.str()
@@ -1258,7 +1260,7 @@ def test_a_prefix_resolves_the_clash(pytester: pytest.Pytester) -> None:
 def test_a_conftest_registry_with_a_clash_is_refused(
     pytester: pytest.Pytester, where: str
 ) -> None:
-    """A conftest registry is checked like the configured one."""
+    """In a conftest, a name another fixture depends on is refused (tmpdir's)."""
     pytester.makepyfile(sample_app=CLASHING_APP)
     pytester.makeini("[pytest]\npythonpath = .\n")
     folder = pytester.path if where == "root" else pytester.mkpydir("sub")
@@ -1272,7 +1274,41 @@ def test_a_conftest_registry_with_a_clash_is_refused(
     assert (
         "resource 'tmp_path' would replace the fixture 'tmp_path' of pytest" in output
     )
+    assert "other fixtures depend on those" in output
     assert "conftest.py" in output
+    assert "'cache'" not in output  # nothing else depends on pytest's cache
+
+
+def test_a_conftest_resource_overrides_a_leaf_fixture_in_its_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    """A conftest's `cache` resource is the cache there; pytest's stays elsewhere."""
+    pytester.makepyfile(
+        sample_app="""
+        from lifespan_kit import Registry
+
+        registry = Registry()
+        registry.add("cache", "the app's cache")
+        """
+    )
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    folder = pytester.mkpydir("app_tests")
+    Path(folder, "conftest.py").write_text(
+        "from sample_app import registry as lifespan_kit_registry\n"
+    )
+    Path(folder, "test_app.py").write_text(
+        'def test_app_cache(cache):\n    assert cache == "the app\'s cache"\n'
+    )
+    pytester.makepyfile(
+        test_elsewhere="""
+        def test_pytest_cache(cache):
+            cache.set("key", 1)
+            assert cache.get("key", None) == 1
+        """
+    )
+    pytester.runpytest_subprocess("-p", "anyio", "-p", "no:asyncio").assert_outcomes(
+        passed=2
+    )
 
 
 # --- other runners: xdist, random order, --lf ----------------------------------
