@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar, overload
 
@@ -53,10 +54,14 @@ def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> Bundle
     names = bundle_resource_names(bundle)
     data = {name: values[name] for name in names}
     try:
-        return bundle.model_validate(data)
+        validated = bundle.model_validate(data)
     except ValidationError as exc:
-        errors = [_bundle_error(bundle, values, error["loc"]) for error in exc.errors()]
-        raise BundleTypeGroup(errors) from exc
+        errors: dict[str, BundleTypeError] = {}
+        for error in exc.errors():
+            name = str(error["loc"][0])
+            if name not in errors:  # one error per field, not one per list item
+                errors[name] = _bundle_error(bundle, values, name, error["msg"])
+        raise BundleTypeGroup(list(errors.values())) from exc
     except Exception:
         if _runs_own_code(bundle):
             raise  # the bundle's validator or model_post_init failed: its error
@@ -65,6 +70,11 @@ def create_bundle(bundle: type[BundleT], values: Mapping[str, object]) -> Bundle
         # runtime-checkable, a class whose isinstance check raises). Check each
         # field on its own, and leave unchecked the ones that cannot be.
         return _create_field_by_field(bundle, data)
+    if _runs_own_code(bundle):
+        return validated  # what the bundle's own validators made of the values
+    # Checked, the resources themselves: validation copies containers (a list
+    # resource would be a copy) and converts numbers (an int to a float).
+    return bundle.model_construct(set(bundle.model_fields), **data)
 
 
 def _runs_own_code(bundle: type[BaseModel]) -> bool:
@@ -92,7 +102,8 @@ def _create_field_by_field(bundle: type[BundleT], data: dict[str, object]) -> Bu
             )
             single.model_validate({key: data[key]})
         except ValidationError as exc:
-            errors.extend(_bundle_error(bundle, data, e["loc"]) for e in exc.errors())
+            first = exc.errors()[0]  # one error per field
+            errors.append(_bundle_error(bundle, data, key, first["msg"]))
         except Exception:  # this field cannot be checked
             continue
     if errors:
@@ -109,21 +120,26 @@ class BundleTypeGroup(Exception):  # noqa: N818  # internal carrier, never escap
 
 
 def _bundle_error(
-    bundle: type[Bundle], values: Mapping[str, object], loc: tuple[int | str, ...]
+    bundle: type[Bundle], values: Mapping[str, object], name: str, problem: str
 ) -> BundleTypeError:
     by_resource = {
         field.alias or field_name: field
         for field_name, field in bundle.model_fields.items()
     }
-    name = str(loc[0])
-    field = by_resource[name]
-    expected = field.annotation
     return BundleTypeError(
         name,
         bundle=bundle.__name__,
-        expected=getattr(expected, "__qualname__", repr(expected)),
+        expected=_type_name(by_resource[name].annotation),
         found=type(values[name]).__qualname__,
+        problem=problem,
     )
+
+
+def _type_name(annotation: object) -> str:
+    """Name a field's type as it is written: `int`, `list[int]`, `Optional[str]`."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__qualname__
+    return str(annotation).replace("typing.", "")
 
 
 def _describe(bundle: object) -> str:

@@ -70,11 +70,13 @@ class Scope(Protocol):
 class Meter(Protocol):
     """Where a step's own running time (outside the event loop) is added up.
 
-    `suspended` is set when the step yields to the event loop.
+    `suspended` is set when the step yields to the event loop, `interrupted`
+    when an exception (a cancellation) is thrown into it meanwhile.
     """
 
     busy: float
     suspended: bool
+    interrupted: bool
 
 
 CreateScope = Callable[[bool], Scope]
@@ -196,6 +198,7 @@ def _relay(
             coro.close()
             raise
         except BaseException as exc:
+            meter.interrupted = True
             began = clock()
             try:
                 signal = coro.throw(exc)

@@ -86,6 +86,7 @@ class Instance:
         "began",
         "busy",
         "dependency_path",
+        "interrupted",
         "is_aborted",
         "monitor",
         "resource",
@@ -128,8 +129,10 @@ class Instance:
         self._stopping: Scope | None = None
         # Seconds the current start or stop has run itself, not waiting.
         self.busy = 0.0
-        # Whether the current start or stop has yielded to the event loop.
+        # Whether the current start or stop has yielded to the event loop, and
+        # whether an exception (a cancellation) was thrown into it meanwhile.
         self.suspended = False
+        self.interrupted = False
         # The owned scope was cancelled during the start, which swallowed it.
         self._is_cancelled_early = False
         # Set when the resource stopped working while running.
@@ -597,6 +600,7 @@ class Instance:
             monitor.emit(self.resource.name, "stopping")
         # A teardown can be shortened from the moment it begins (even by itself).
         self._stopping = scope
+        self.interrupted = False
         began = time.perf_counter()
         timeout = self.stop_timeout if self._grace is None else self._grace
         deadline = math.inf if timeout == math.inf else host.current_time() + timeout
@@ -666,17 +670,24 @@ class Instance:
         """
         self._stopping = None
         timed_out = False
+        # Cut by its deadline only if the cancellation reached it: one that
+        # fired after it had finished (the event loop was blocked by something
+        # else meanwhile) cut nothing.
         if owned:
             scope.__exit__(None, None, None)
-            timed_out = scope.cancel_called and not self._is_cancelled_early
+            timed_out = (
+                scope.cancel_called
+                and self.interrupted
+                and not self._is_cancelled_early
+            )
         elif suspended or self._grace is not None:
             # A shared scope is never cancelled before a teardown begins; only
             # one that waited, or was shortened meanwhile, has a deadline.
             disarm(scope)
-            timed_out = scope.cancel_called
-            if timed_out:
+            if scope.cancel_called:
                 host.forget(scope)
                 scope.__exit__(None, None, None)
+                timed_out = self.interrupted
         elapsed = time.perf_counter() - began
         limit = self.stop_timeout if self._grace is None else self._grace
         # The deadline may have been brought forward meanwhile (shorten_stop).

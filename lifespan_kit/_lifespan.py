@@ -235,6 +235,7 @@ class Lifespan(Generic[ResultT_co]):
             errors = await run.stop()
         finally:
             self._state = "idle"
+            monitor.failed.set()  # wakes wait_failed(): nothing can fail any more
             if monitor.observers:
                 self._tell_stopped(monitor, began, errors)
         run.raise_escaped()
@@ -273,7 +274,8 @@ class Lifespan(Generic[ResultT_co]):
             The first failure.
 
         Raises:
-            NotRunningError: Outside a running lifespan.
+            NotRunningError: Outside a running lifespan, and when the lifespan
+                stops before anything failed.
 
         Example:
             ```python
@@ -294,6 +296,8 @@ class Lifespan(Generic[ResultT_co]):
         monitor = self._monitor
         assert monitor is not None
         await monitor.failed.wait()
+        if not monitor.failures:
+            raise NotRunningError(action="wait for a resource to fail once it stopped")
         return monitor.failures[0]
 
     async def health(self) -> lifespan_kit.HealthReport:
@@ -329,10 +333,13 @@ class Lifespan(Generic[ResultT_co]):
         assert check is not None
         _, _, timeout = resource.timeouts.resolve(self._defaults)
         began = time.perf_counter()
+        blocked = 0.0
         error: str | None = None
         with anyio.move_on_after(timeout) as scope:
             try:
                 outcome = check(instance.value)
+                # A synchronous check cannot be cancelled: what it blocked counts.
+                blocked = time.perf_counter() - began
                 if inspect.isawaitable(outcome):
                     outcome = await outcome
             except Exception as exc:
@@ -342,6 +349,11 @@ class Lifespan(Generic[ResultT_co]):
                     error = "the check returned False"
         if scope.cancelled_caught:
             error = f"the check did not finish within {timeout:g}s (health_timeout)"
+        elif blocked > timeout:
+            error = (
+                f"the check blocked the event loop for {blocked:.3f}s "
+                f"(health_timeout={timeout:g}s)"
+            )
         results[resource.name] = lifespan_kit.ResourceHealth(
             status="healthy" if error is None else "unhealthy",
             duration=time.perf_counter() - began,

@@ -83,6 +83,26 @@ def startup_failure(
     )
 
 
+async def wait_out(event: anyio.Event) -> BaseException | None:
+    """Wait for `event`, shielded, even through an asyncio cancellation.
+
+    anyio's shield does not hold back asyncio's own ``Task.cancel()`` (what
+    ``asyncio.timeout``, ``wait_for``, a sibling's failure in an
+    ``asyncio.TaskGroup`` and Ctrl+C under ``asyncio.run`` use). Such a
+    cancellation is caught and returned, for the caller to raise once the
+    wait is over: each teardown bounds the wait by its stop_timeout.
+    """
+    caught: BaseException | None = None
+    while True:
+        try:
+            with anyio.CancelScope(shield=True):
+                await event.wait()
+        except anyio.get_cancelled_exc_class() as exc:  # noqa: PERF203  # rare
+            caught = exc
+        else:
+            return caught
+
+
 class Run:
     """Start a plan's resources in host tasks; stop them in reverse.
 
@@ -170,19 +190,16 @@ class Run:
             await self._settled.wait()
         except BaseException:
             # Cancelled from outside: stop what started, then let it propagate.
-            with anyio.CancelScope(shield=True):
-                self._fail()
-                await self._settled.wait()
-                await self.stop()
+            self._fail()
+            await wait_out(self._settled)
+            await self._stop()
             for error in self._start_errors:
                 logger.warning(
                     "%s", error, extra=log_fields("start_failed", error=error)
                 )
             raise
         if self._start_errors or self._escaped is not None:
-            stop_errors: list[ShutdownError] = []
-            with anyio.CancelScope(shield=True):
-                stop_errors = await self.stop()
+            stop_errors = await self.stop()
             if self._escaped is not None:
                 raise self._escaped
             raise startup_failure(self._start_errors, stop_errors)
@@ -195,10 +212,9 @@ class Run:
         except anyio.get_cancelled_exc_class():
             self._is_abandoned = True
             self._forgive()
-            with anyio.CancelScope(shield=True):
-                self._fail()
-                await self._settled.wait()
-                await self.stop()
+            self._fail()
+            await wait_out(self._settled)
+            await self._stop()
 
     def _ensure_helper(self) -> None:
         """Keep one helper task pending while there is work it could take."""
@@ -444,18 +460,25 @@ class Run:
     async def stop(self) -> list[ShutdownError]:
         """Stop every started resource after its dependents; return failures.
 
-        When it returns, every host task has finished its last teardown.
+        When it returns, every host task has finished its last teardown. A
+        cancellation of the calling task does not cut it short: it is raised
+        once everything has stopped.
         """
+        cancelled = await self._stop()
+        if cancelled is not None:
+            raise cancelled
+        return self._stop_errors
+
+    async def _stop(self) -> BaseException | None:
+        """Stop everything; return a cancellation of this task that came meanwhile."""
         if self._is_stopping:
-            with anyio.CancelScope(shield=True):
-                await self._all_stopped.wait()
-            return self._stop_errors
+            return await wait_out(self._all_stopped)
         self._is_stopping = True
         self._to_stop = len(self._started)
         if self._to_stop == 0:
             self._all_stopped.set()
             self._teardown_began.set()
-            return self._stop_errors
+            return None
         if self._is_sequential:
             self._next_to_stop = len(self._started) - 1
         else:
@@ -467,9 +490,7 @@ class Run:
                 if remaining[position] == 0:
                     self._is_released[position] = True
         self._teardown_began.set()
-        with anyio.CancelScope(shield=True):
-            await self._all_stopped.wait()
-        return self._stop_errors
+        return await wait_out(self._all_stopped)
 
     def _on_stopped(self, position: int, error: ShutdownError | None) -> None:
         if error is not None:

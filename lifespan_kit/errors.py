@@ -966,6 +966,8 @@ class BundleTypeError(StartupError, TypeError):
         bundle: The bundle class name.
         expected: The field's type.
         found: The value's type name.
+        problem: What the check found wrong, when it says more than the types
+            (a constraint, an item of a list).
 
     Example:
         ```python
@@ -980,12 +982,19 @@ class BundleTypeError(StartupError, TypeError):
     code: ClassVar[ErrorCode] = "bundle-type"
 
     def __init__(
-        self, resource_name: str, *, bundle: str, expected: str, found: str
+        self,
+        resource_name: str,
+        *,
+        bundle: str,
+        expected: str,
+        found: str,
+        problem: str | None = None,
     ) -> None:
         super().__init__(resource_name)
         self.bundle: str = bundle
         self.expected: str = expected
         self.found: str = found
+        self.problem: str | None = problem
 
     def summary(self) -> str:  # noqa: D102
         return (
@@ -994,7 +1003,7 @@ class BundleTypeError(StartupError, TypeError):
         )
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
-        return []
+        return [] if self.problem is None else [("problem", self.problem)]
 
     def fix(self) -> str:  # noqa: D102
         return f"correct the field's annotation, or what '{self.resource_name}' yields."

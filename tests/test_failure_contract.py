@@ -19,6 +19,8 @@ import pytest
 
 from lifespan_kit import Bundle, Registry, ResourceEvent, ResourceMap
 from lifespan_kit.errors import (
+    BundleTypeError,
+    NotRunningError,
     ResourceFailedError,
     ShutdownError,
     StartCancelledError,
@@ -946,3 +948,170 @@ async def test_independent_teardowns_after_sync_starts_run_at_the_same_time() ->
     with anyio.fail_after(5):
         async with registry.lifespan():
             pass
+
+
+@pytest.mark.parametrize(
+    "concurrency",
+    [pytest.param(1, id="sequential"), pytest.param(None, id="concurrent")],
+)
+@pytest.mark.parametrize("how", ["wait_for", "task.cancel"])
+def test_asyncio_cancellation_during_teardown_waits_for_it(
+    concurrency: int | None, how: str
+) -> None:
+    """asyncio's own cancellation in a teardown (wait_for, Ctrl+C) does not cut it."""
+    log: list[str] = []
+    registry = Registry(stop_timeout=5)
+    events = events_of(registry)
+    stopping = asyncio.Event()
+
+    @registry.resource
+    async def db() -> AsyncIterator[str]:
+        yield "db"
+        stopping.set()
+        await anyio.sleep(0.05)
+        log.append("db closed")
+
+    async def serve() -> None:
+        async with registry.lifespan(concurrency=concurrency):
+            pass
+
+    async def main() -> None:
+        if how == "wait_for":
+            task = asyncio.ensure_future(asyncio.wait_for(serve(), 5))
+        else:
+            task = asyncio.ensure_future(serve())
+        await stopping.wait()
+        task.cancel()  # lands while 'db' stops, as a deadline or Ctrl+C would
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        log.append("caller saw the cancellation")
+
+    asyncio.run(main())
+    assert log == ["db closed", "caller saw the cancellation"]
+    assert events[-2:] == ["stopping db", "stopped db"]
+
+
+async def test_bundle_holds_the_resources_themselves(concurrency: int | None) -> None:
+    """A bundle field is the resource's own object: no copy, no conversion."""
+    registry = Registry()
+
+    @registry.resource
+    def metrics() -> list[float]:
+        return []
+
+    @registry.resource
+    def exporter(metrics: list[float]) -> list[float]:
+        return metrics
+
+    @registry.resource
+    def retries() -> int:
+        return 3
+
+    class Resources(Bundle):
+        metrics: list[float]
+        exporter: list[float]
+        retries: float
+
+    async with registry.lifespan(Resources, concurrency=concurrency) as res:
+        assert res.metrics is res.exporter
+        res.metrics.append(1.5)
+        assert res.exporter == [1.5]
+        assert type(res.retries) is int
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "expected", "problem"),
+    [
+        pytest.param(
+            "Annotated[int, Field(ge=1024)]", 80, "int", "greater than or equal to 1024"
+        ),
+        pytest.param("list[int]", ["1", "2"], "list[int]", "a valid integer"),
+        pytest.param("Optional[str]", 3, "Optional[str]", "a valid string"),
+    ],
+)
+async def test_bundle_type_error_says_what_the_check_found(
+    annotation: str, value: object, expected: str, problem: str
+) -> None:
+    """A field's error names its type as written and the check's own reason, once."""
+    from typing import Annotated, Optional  # noqa: F401  # for the annotation
+
+    from pydantic import Field  # noqa: F401  # for the annotation
+
+    registry = Registry()
+    registry.add("field", lambda: value)
+    bundle = type(
+        "Resources", (Bundle,), {"__annotations__": {"field": eval(annotation)}}
+    )
+    with pytest.raises(BundleTypeError) as info:
+        async with registry.lifespan(bundle):
+            pass  # pragma: no cover
+    assert info.value.expected == expected
+    assert info.value.problem is not None
+    assert problem in info.value.problem
+    assert f"problem: {info.value.problem}" in str(info.value)
+
+
+async def test_wait_failed_ends_when_the_lifespan_stops_first(
+    concurrency: int | None,
+) -> None:
+    """A task waiting for a failure is told when the lifespan stops without one."""
+    registry = Registry()
+    registry.add("db", "db")
+    lifespan = registry.lifespan(concurrency=concurrency)
+    outcome: list[str] = []
+
+    async def watch() -> None:
+        with pytest.raises(NotRunningError, match="once it stopped"):
+            await lifespan.wait_failed()
+        outcome.append("told")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, lifespan:
+            tg.start_soon(watch)
+            await anyio.lowlevel.checkpoint()
+    assert outcome == ["told"]
+
+
+async def test_health_check_that_blocks_the_loop_is_unhealthy() -> None:
+    """A synchronous check that blocks past its health_timeout is unhealthy."""
+    registry = Registry()
+
+    def slow_check(value: object) -> bool:
+        time.sleep(0.05)
+        return True
+
+    registry.add("db", "db", health=slow_check)
+    registry_with_timeout = Registry(health_timeout=0.01)
+    registry_with_timeout.include(registry)
+    lifespan = registry_with_timeout.lifespan()
+    async with lifespan:
+        report = await lifespan.health()
+    health = report.resources["db"]
+    assert health.status == "unhealthy"
+    assert health.error is not None
+    assert "blocked the event loop" in health.error
+
+
+def test_late_deadline_after_a_teardown_finished_is_no_timeout() -> None:
+    """A deadline that fires after the teardown finished (loop blocked) cuts nothing."""
+    registry = Registry()
+    log: list[str] = []
+
+    @registry.resource(stop_timeout=0.05)
+    async def waiter() -> AsyncIterator[str]:
+        yield "waiter"
+        await anyio.sleep(0.01)
+        log.append("waiter closed")
+
+    @registry.resource(stop_timeout=1)
+    async def blocker() -> AsyncIterator[str]:
+        yield "blocker"
+        await anyio.lowlevel.checkpoint()
+        time.sleep(0.1)  # noqa: ASYNC251  # blocks the loop on purpose
+
+    async def main() -> None:
+        async with registry.lifespan():
+            pass
+
+    asyncio.run(main())  # asyncio wakes the finished sleep before the deadline
+    assert log == ["waiter closed"]  # pragma: no cover  # see the note above
