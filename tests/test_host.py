@@ -32,6 +32,7 @@ class Meter:
 
     busy = 0.0
     suspended = False
+    interrupted = False
 
 
 async def test_resource_started_in_the_shared_scope_owns_it_only_if_it_holds_one() -> (
