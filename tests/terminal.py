@@ -56,7 +56,8 @@ class Screen:
         rows = [
             *self.scrollback,
             *(
-                ("".join(row).rstrip(), wrapped)
+                # A row that wrapped is full: its trailing blanks are text.
+                ("".join(row) if wrapped else "".join(row).rstrip(), wrapped)
                 for row, wrapped in zip(self.screen, self.wrapped, strict=True)
             ),
         ]
@@ -119,8 +120,9 @@ class Screen:
 
     def _line_feed(self) -> None:
         if self.row == self.lines - 1:
-            row = "".join(self.screen.pop(0)).rstrip()
-            self.scrollback.append((row, self.wrapped.pop(0)))
+            wrapped = self.wrapped.pop(0)
+            row = "".join(self.screen.pop(0))
+            self.scrollback.append((row if wrapped else row.rstrip(), wrapped))
             self.screen.append([])
             self.wrapped.append(False)
         else:

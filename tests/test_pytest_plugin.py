@@ -1215,7 +1215,7 @@ registry = Registry()
 registry.add("request", "a request")
 registry.add("tmp_path", "a path")
 registry.add("free_tcp_port", 8000)
-registry.add("cache", "the app's cache")
+registry.add("capsys", "the app's console")
 registry.add("clock", "clock")
 """
 
@@ -1231,12 +1231,12 @@ def test_resources_named_like_plugin_fixtures_are_refused(
     result.stderr.fnmatch_lines(
         [
             "*has resources named like fixtures of pytest or of an active plugin*",
-            "*resource 'cache' would replace the fixture 'cache' of pytest*",
+            "*resource 'capsys' would replace the fixture 'capsys' of pytest*",
             "*resource 'free_tcp_port' would replace the fixture 'free_tcp_port' of"
             " anyio.pytest_plugin*",
             "*resource 'request' would replace the fixture 'request' of pytest*",
             "*resource 'tmp_path' would replace the fixture 'tmp_path' of pytest*",
-            '*lifespan_kit_prefix = "res_"*res_cache*',
+            '*lifespan_kit_prefix = "res_"*res_capsys*',
         ]
     )
     assert "'clock'" not in result.stderr.str()
@@ -1276,7 +1276,7 @@ def test_a_conftest_registry_with_a_clash_is_refused(
     )
     assert "other fixtures depend on those" in output
     assert "conftest.py" in output
-    assert "'cache'" not in output  # nothing else depends on pytest's cache
+    assert "'capsys'" not in output  # nothing else depends on pytest's capsys
 
 
 def test_a_conftest_resource_overrides_a_leaf_fixture_in_its_directory(
