@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from types import CoroutineType
-from typing import Any, Generic, NoReturn, TypeVar, cast, final
+from typing import Any, Final, Generic, NoReturn, TypeVar, cast, final
 
 import anyio
 
@@ -745,6 +745,10 @@ class Instance:
         error = ResourceFailedError(
             self.resource.name, dependency_path=self.dependency_path
         )
+        cause = _task_group_error(self._agen)
+        if cause is not None:
+            error.__cause__ = cause
+            error.__suppress_context__ = True
         self.runtime_failure = error
         self.monitor.fail(error)
 
@@ -759,7 +763,8 @@ class Instance:
         failure = self.runtime_failure
         assert failure is not None
         found = None if error is None else error.__cause__
-        if found is not None:
+        if found is not None and _only_exception(found) is not failure.__cause__:
+            # Learnt only now (the task group kept it out of reach until it exited).
             cause = _only_exception(found)
             failure.__cause__ = cause
             failure.__suppress_context__ = True
@@ -844,6 +849,45 @@ class Instance:
             raise exc
         error.__suppress_context__ = True
         return error
+
+
+# Where task groups keep the exceptions of their crashed tasks until they exit:
+# anyio's on asyncio, anyio's on trio (its trio nursery), trio's nursery and
+# asyncio's TaskGroup. None of it is public, so a miss is only a later cause.
+_PENDING_ERRORS: Final = (
+    ("_exceptions",),
+    ("_nursery", "_pending_excs"),
+    ("_pending_excs",),
+    ("_errors",),
+)
+
+
+def _task_group_error(agen: object) -> BaseException | None:
+    """Find the exception that crashed a task group the generator `agen` holds.
+
+    When a task in that group raises, the group keeps the exception until the
+    resource's teardown leaves it; read it now, best effort, so that the
+    failure can be reported with its cause when it happens.
+    """
+    frame = getattr(agen, "ag_frame", None)
+    if frame is None:
+        return None
+    cancelled = anyio.get_cancelled_exc_class()
+    for value in frame.f_locals.values():
+        for path in _PENDING_ERRORS:
+            found: object = value
+            for attribute in path:
+                found = getattr(found, attribute, None)
+            if not isinstance(found, list):
+                continue
+            errors = [
+                e
+                for e in cast("list[object]", found)
+                if isinstance(e, BaseException) and not isinstance(e, cancelled)
+            ]
+            if errors:
+                return errors[0]
+    return None
 
 
 def _only_exception(exc: BaseException) -> BaseException:

@@ -1020,8 +1020,9 @@ class ResourceFailedError(LifespanKitError, RuntimeError):
     It is reported when it happens (a log line, a ``failed`` event,
     [Lifespan.wait_failed][lifespan_kit.Lifespan.wait_failed]); the lifespan
     keeps running until it is left, then raises this error. The task's
-    exception surfaces only when the resource's teardown leaves its task
-    group: from then on it is `__cause__`.
+    exception is `__cause__`: read from the task group when the failure is
+    reported (an async generator holding an anyio, trio or asyncio task
+    group), or else once the teardown leaves the task group.
 
     Example:
         ```python

@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.lowlevel
@@ -635,7 +636,7 @@ async def test_crashed_resource_whose_teardown_handles_the_crash(
 
     with anyio.fail_after(5), pytest.raises(ResourceFailedError) as info:
         await body()
-    assert info.value.__cause__ is None
+    assert isinstance(info.value.__cause__, CrashError)  # read from the task group
     assert events[-3:] == [
         "failed consumer",
         "stopping consumer",
@@ -1115,3 +1116,84 @@ def test_late_deadline_after_a_teardown_finished_is_no_timeout() -> None:
 
     asyncio.run(main())  # asyncio wakes the finished sleep before the deadline
     assert log == ["waiter closed"]  # pragma: no cover  # see the note above
+
+
+async def test_crash_cause_is_known_when_it_happens(concurrency: int | None) -> None:
+    """The task's exception is the failure's cause from the moment it is reported."""
+    crash = anyio.Event()
+    registry = task_group_registry([], crash)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    causes: list[BaseException | None] = []
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            causes.append((await lifespan.wait_failed()).__cause__)
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError):
+        await body()
+    assert isinstance(causes[0], CrashError)
+
+
+async def test_a_task_group_cancelled_by_its_own_resource_fails_without_cause(
+    concurrency: int | None,
+) -> None:
+    """A resource that cancels its own task group while running has failed too."""
+    registry = Registry()
+    stop_now = anyio.Event()
+
+    @registry.resource
+    async def consumer() -> AsyncIterator[str]:
+        async with anyio.create_task_group() as tg:
+
+            async def give_up() -> None:
+                await stop_now.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(give_up)
+            yield "consumer"
+
+    lifespan = registry.lifespan(concurrency=concurrency)
+    seen: list[ResourceFailedError] = []
+
+    async def body() -> None:
+        async with lifespan:
+            stop_now.set()
+            seen.append(await lifespan.wait_failed())
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError):
+        await body()
+    assert seen[0].__cause__ is None
+    assert "the exception is reported when the resource stops" in str(seen[0])
+
+
+async def test_crash_in_a_context_manager_resource_learns_its_cause_at_the_end(
+    concurrency: int | None,
+) -> None:
+    """Out of reach while running, the task's exception is the cause once stopped."""
+    registry = Registry()
+    crash = anyio.Event()
+
+    @asynccontextmanager
+    async def consumer() -> AsyncIterator[str]:
+        async def work() -> None:
+            await crash.wait()
+            raise CrashError("lost")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            yield "consumer"
+
+    registry.add("consumer", consumer)
+    lifespan = registry.lifespan(concurrency=concurrency)
+    causes: list[BaseException | None] = []
+
+    async def body() -> None:
+        async with lifespan:
+            crash.set()
+            causes.append((await lifespan.wait_failed()).__cause__)
+
+    with anyio.fail_after(5), pytest.raises(ResourceFailedError) as info:
+        await body()
+    assert causes == [None]
+    assert isinstance(info.value.__cause__, CrashError)

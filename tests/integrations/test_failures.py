@@ -529,7 +529,6 @@ async def test_a_crashed_task_of_a_resource_is_a_runtime_failure_too(
     assert (before.status_code, after.status_code) == (200, 503)
     assert after.json()["failed"] == {
         "db": "Resource 'db' failed while the lifespan was running: its task group "
-        "was cancelled from inside. cause: a task it started raised, or it "
-        "cancelled its own task group; the exception is reported when the "
-        "resource stops."
+        "was cancelled from inside. cause: ConnectionResetError: the subscription "
+        "dropped"
     }
