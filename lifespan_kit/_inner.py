@@ -152,7 +152,11 @@ _INNER_PROBLEMS: Final[dict[_InnerProblem, tuple[str, str]]] = {
 def _invalid_inner(*, kind: _InnerProblem, found: str = "") -> InvalidOptionError:
     problem, remedy = _INNER_PROBLEMS[kind]
     return InvalidOptionError(
-        None, option="inner", problem=problem.format(found=found), remedy=remedy
+        None,
+        option="inner",
+        problem=problem.format(found=found),
+        remedy=remedy,
+        owner="lifespan_kit.starlette.lifespan()",
     )
 
 

@@ -200,6 +200,8 @@ class AppLifespan(Generic[ResultT, AppT_contra]):
                 None,
                 option="on_failure",
                 problem=f"it must be 'stop' or 'degrade', not {on_failure!r}",
+                remedy="pass on_failure='stop' (the default) or on_failure='degrade'.",
+                owner="lifespan_kit.starlette.lifespan()",
             )
         self._open_lifespan = open_lifespan
         self._inner: InnerFactory | None = (
