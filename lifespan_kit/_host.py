@@ -97,6 +97,7 @@ class Host:
         "_innermost",
         "_shared",
         "current_time",
+        "throws_cancellation",
     )
 
     def __init__(self, backend: type[AsyncBackend]) -> None:
@@ -104,6 +105,9 @@ class Host:
         # The event loop's clock, which deadlines follow.
         self.current_time: Callable[[], float] = clock()
         self._innermost: Innermost | None = None
+        # asyncio throws a cancellation into the awaiting coroutine (a `Meter`
+        # sees it); trio hands it over inside its own trap, out of sight.
+        self.throws_cancellation = backend.__module__ == "anyio._backends._asyncio"
         self._shared: Scope | None = None
 
     def open_scope(self) -> Scope:

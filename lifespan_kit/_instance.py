@@ -670,16 +670,13 @@ class Instance:
         """
         self._stopping = None
         timed_out = False
-        # Cut by its deadline only if the cancellation reached it: one that
-        # fired after it had finished (the event loop was blocked by something
-        # else meanwhile) cut nothing.
+        # Cut by its deadline only if the cancellation reached it: on asyncio,
+        # one that fired after the teardown had finished (the event loop was
+        # blocked by something else meanwhile) cut nothing.
+        reached = self.interrupted or not host.throws_cancellation
         if owned:
             scope.__exit__(None, None, None)
-            timed_out = (
-                scope.cancel_called
-                and self.interrupted
-                and not self._is_cancelled_early
-            )
+            timed_out = scope.cancel_called and reached and not self._is_cancelled_early
         elif suspended or self._grace is not None:
             # A shared scope is never cancelled before a teardown begins; only
             # one that waited, or was shortened meanwhile, has a deadline.
@@ -687,7 +684,7 @@ class Instance:
             if scope.cancel_called:
                 host.forget(scope)
                 scope.__exit__(None, None, None)
-                timed_out = self.interrupted
+                timed_out = reached
         elapsed = time.perf_counter() - began
         limit = self.stop_timeout if self._grace is None else self._grace
         # The deadline may have been brought forward meanwhile (shorten_stop).

@@ -1060,16 +1060,18 @@ async def test_wait_failed_ends_when_the_lifespan_stops_first(
     registry.add("db", "db")
     lifespan = registry.lifespan(concurrency=concurrency)
     outcome: list[str] = []
+    waiting = anyio.Event()
 
     async def watch() -> None:
         with pytest.raises(NotRunningError, match="once it stopped"):
+            waiting.set()
             await lifespan.wait_failed()
         outcome.append("told")
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg, lifespan:
             tg.start_soon(watch)
-            await anyio.lowlevel.checkpoint()
+            await waiting.wait()
     assert outcome == ["told"]
 
 
