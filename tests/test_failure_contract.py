@@ -1063,8 +1063,8 @@ async def test_wait_failed_ends_when_the_lifespan_stops_first(
     waiting = anyio.Event()
 
     async def watch() -> None:
+        waiting.set()  # no checkpoint before wait_failed() begins to wait
         with pytest.raises(NotRunningError, match="once it stopped"):
-            waiting.set()
             await lifespan.wait_failed()
         outcome.append("told")
 
