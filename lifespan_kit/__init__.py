@@ -75,7 +75,7 @@ _HOMES: Final = {
 
 # Hidden from type checkers, which see the imports above: a misspelt name
 # stays an error for them.
-if not TYPE_CHECKING:
+if not TYPE_CHECKING:  # pragma: no branch  # type checkers read the other side
 
     def __getattr__(name: str) -> object:
         if name == "__version__":

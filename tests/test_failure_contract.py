@@ -1199,3 +1199,22 @@ async def test_crash_in_a_context_manager_resource_learns_its_cause_at_the_end(
         await body()
     assert causes == [None]
     assert isinstance(info.value.__cause__, CrashError)
+
+
+async def test_a_bundle_with_its_own_validator_keeps_what_it_made() -> None:
+    """A bundle whose validator passes holds what its validation made of the values."""
+    from pydantic import field_validator
+
+    registry = Registry()
+    registry.add("name", lambda: " db ")
+
+    class Resources(Bundle):
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def strip(cls, value: str) -> str:
+            return value.strip()
+
+    async with registry.lifespan(Resources) as res:
+        assert res.name == "db"

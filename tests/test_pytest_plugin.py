@@ -1399,3 +1399,16 @@ def test_last_failed_reruns_see_their_own_overrides(
     outcomes = second.parseoutcomes()
     assert (outcomes["passed"], outcomes.get("failed", 0)) == (2, 0)
     assert_one_task_each(pytester)
+
+
+def test_a_reported_error_without_a_cause_loses_only_its_own_frames() -> None:
+    """An error with no cause is reported with no traceback of the machinery."""
+    from lifespan_kit._pytest_layers import _prepared  # a unit of the reports
+    from lifespan_kit.errors import ResourceFailedError
+
+    try:
+        raise ResourceFailedError("poller")
+    except ResourceFailedError as error:
+        prepared = _prepared(error)
+    assert prepared.__traceback__ is None
+    assert prepared.__cause__ is None
