@@ -65,11 +65,11 @@ def resource_threads() -> list[threading.Thread]:
 
 def join_resource_thread(resource_name: str) -> None:
     """Wait (bounded) for the thread of `resource_name` to end, if it still runs."""
-    threads = {thread.name: thread for thread in resource_threads()}
-    thread = threads.get(f"lifespan_kit resource '{resource_name}'")
-    if thread is not None:
-        thread.join(5)
-        assert not thread.is_alive()
+    name = f"lifespan_kit resource '{resource_name}'"
+    # The thread may already have ended: join whichever of them still runs.
+    running = [thread for thread in resource_threads() if thread.name == name]
+    [thread.join(5) for thread in running]
+    assert name not in {thread.name for thread in resource_threads()}
 
 
 # --- the shapes users write ------------------------------------------------------
