@@ -18,6 +18,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from lifespan_kit._report import Monitor
+from lifespan_kit._status import set_reporter
 from lifespan_kit.errors import BackgroundTaskError
 
 
@@ -58,6 +59,7 @@ class BackgroundTask:
         )
 
     async def _run(self, args: list[object], kwargs: dict[str, object]) -> None:
+        set_reporter(self._monitor, self._resource_name)
         try:
             await self._func(*args, **kwargs)
         except Exception as exc:

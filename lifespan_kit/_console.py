@@ -57,6 +57,7 @@ class Row:
     exception: BaseException | None = None
     has_failed: bool = False
     changed: int = 0
+    detail: str | None = None
 
     @property
     def error(self) -> str | None:
@@ -76,6 +77,13 @@ class Tracker:
         """Update the resource's row with `event`, which happened at `now`."""
         kind = event.kind
         row = self.rows.get(event.resource_name)
+        if kind == "status":
+            # A running resource's news: the row keeps its state.
+            if row is not None:
+                row.detail = event.detail
+                self._events += 1
+                row.changed = self._events
+            return
         if row is None:
             row = self.rows[event.resource_name] = Row(event.resource_name, kind, now)
         row.kind = kind
@@ -269,6 +277,8 @@ class Display:
         name = f"  {row.resource_name:<{width}}  "
         state = f"{_STATES[row.kind]:<15}"
         duration = f"  {format_duration(_elapsed(row, now))}"
+        if row.detail is not None and row.kind == "started":
+            duration += f"  {row.detail}"
         if len(name) + len(state) + len(duration) > columns:
             return (name + state + duration)[:columns].rstrip()
         if self._has_color:

@@ -30,6 +30,7 @@ from lifespan_kit._background import BackgroundTask
 from lifespan_kit._host import Host, Scope, armed, disarm, resumed
 from lifespan_kit._report import Monitor, log_fields, log_stop_failure, logger
 from lifespan_kit._resource import Resource, matches
+from lifespan_kit._status import waited_for
 from lifespan_kit._sync import (
     ResourceThread,
     enter,
@@ -426,6 +427,7 @@ class Instance:
             timeout=self.start_timeout,
             elapsed=elapsed,
             dependency_path=self.dependency_path,
+            waiting_for=waited_for(exc),
         ), exc
 
     def _check_arguments(self, args: list[object], kwargs: dict[str, object]) -> None:

@@ -335,6 +335,7 @@ class Lifespan(Generic[ResultT_co]):
         began = time.perf_counter()
         blocked = 0.0
         error: str | None = None
+        detail: str | None = None
         with anyio.move_on_after(timeout) as scope:
             try:
                 outcome = check(instance.value)
@@ -347,6 +348,8 @@ class Lifespan(Generic[ResultT_co]):
             else:
                 if outcome is False:
                     error = "the check returned False"
+                elif isinstance(outcome, str):
+                    detail = outcome
         if scope.cancelled_caught:
             error = f"the check did not finish within {timeout:g}s (health_timeout)"
         elif blocked > timeout:
@@ -358,6 +361,7 @@ class Lifespan(Generic[ResultT_co]):
             status="healthy" if error is None else "unhealthy",
             duration=time.perf_counter() - began,
             error=error,
+            detail=detail if error is None else None,
         )
 
     def _running_run(self, action: str) -> Run:

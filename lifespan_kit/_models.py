@@ -56,6 +56,8 @@ class ResourceHealth(BaseModel):
         status: "healthy" or "unhealthy".
         duration: Seconds the check took.
         error: Why it is unhealthy, as text.
+        detail: What a passing check returned, when it returned text (a lock
+            backend's check says which replica leads what).
 
     Example:
         ```python
@@ -77,6 +79,7 @@ class ResourceHealth(BaseModel):
     status: HealthStatus
     duration: float
     error: str | None = None
+    detail: str | None = None
 
 
 class HealthReport(BaseModel):

@@ -200,7 +200,8 @@ class Registry:
             stop_timeout: Seconds the teardown may take.
             health_timeout: Seconds the health check may take.
             health: Called with the value by `Lifespan.health()`; it fails by
-                raising or by returning False.
+                raising or by returning False; text it returns is the
+                report's `detail`.
             thread: Run a sync factory's call, its entering and its exit in
                 one thread of the resource's own, off the event loop.
 

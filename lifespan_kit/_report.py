@@ -32,10 +32,12 @@ EventKind = Literal[
     "stopping",
     "stopped",
     "stop_failed",
+    "status",
 ]
 """The moments of a resource's life that listeners are told about ("failed": a
 resource, such as a background task, stopped working while the lifespan was
-running).
+running; "status": a running resource reported a change of its status, in
+`detail`, such as a replica becoming the leader of a background task).
 
 Every "starting" is followed by exactly one "started" or "start_failed", and
 every "stopping" by exactly one "stopped" or "stop_failed", whatever fails.
@@ -59,6 +61,7 @@ class ResourceEvent:
         kind: What happened.
         duration: Seconds the start or stop took (None for "starting"/"stopping").
         error: The failure, for "start_failed", "failed" and "stop_failed".
+        detail: The status reported, for "status" events.
         run_id: Which run of a lifespan (one ``async with``) the event belongs
             to: the same for every event of the run, including its
             [LifespanEvent][lifespan_kit.LifespanEvent]s, and different for
@@ -80,6 +83,7 @@ class ResourceEvent:
     duration: float | None = None
     error: BaseException | None = None
     run_id: int = 0
+    detail: str | None = None
 
 
 Listener = Callable[[ResourceEvent], None]
@@ -259,9 +263,10 @@ class Monitor:
         *,
         duration: float | None = None,
         error: BaseException | None = None,
+        detail: str | None = None,
     ) -> None:
         """Log the event and pass it to each listener; a failing listener is logged."""
-        event = ResourceEvent(resource_name, kind, duration, error, self.run_id)
+        event = ResourceEvent(resource_name, kind, duration, error, self.run_id, detail)
         if self.is_logging:
             _log(event)
         for listener in self.listeners:
@@ -325,6 +330,7 @@ _EVENT_WORDS: Final[dict[EventKind, str]] = {
     "stopping": "stopping",
     "stopped": "stopped",
     "stop_failed": "failed to stop",
+    "status": "reported its status",
 }
 
 
@@ -347,7 +353,15 @@ def _log(event: ResourceEvent) -> None:
         error=event.error,
     )
     words = describe_event(event)
-    if event.duration is None:
+    if event.detail is not None:
+        logger.debug(
+            "Resource '%s' %s: %s.",
+            event.resource_name,
+            words,
+            event.detail,
+            extra=extra,
+        )
+    elif event.duration is None:
         logger.debug("Resource '%s' %s.", event.resource_name, words, extra=extra)
     else:
         logger.debug(

@@ -69,6 +69,8 @@ __all__ = [
     "LifespanKitWarning",
     "LifespanNotRunCause",
     "LifespanNotRunError",
+    "LockLostError",
+    "LockUnavailableError",
     "MissingAwaitError",
     "MissingDependencyError",
     "MultipleYieldError",
@@ -110,6 +112,8 @@ ErrorCode = Literal[
     "invalid-main",
     "invalid-option",
     "lifespan-not-run",
+    "lock-lost",
+    "lock-unavailable",
     "missing-await",
     "missing-dependency",
     "multiple-yields",
@@ -729,6 +733,8 @@ class StartTimeoutError(StartupError, TimeoutError):
         timeout: The limit, in seconds.
         elapsed: How long the start ran, in seconds.
         blocked: True when a synchronous factory blocked the event loop.
+        waiting_for: What the start was waiting for when its time ran out, when
+            it said (a run-once step names the lock and its holder).
 
     Example:
         ```python
@@ -756,11 +762,13 @@ class StartTimeoutError(StartupError, TimeoutError):
         elapsed: float,
         blocked: bool = False,
         dependency_path: tuple[str, ...] = (),
+        waiting_for: str | None = None,
     ) -> None:
         super().__init__(resource_name, dependency_path=dependency_path)
         self.timeout: float = timeout
         self.elapsed: float = elapsed
         self.blocked: bool = blocked
+        self.waiting_for: str | None = waiting_for
 
     def summary(self) -> str:  # noqa: D102
         how = (
@@ -772,9 +780,17 @@ class StartTimeoutError(StartupError, TimeoutError):
         )
 
     def details(self) -> list[tuple[str, str]]:  # noqa: D102
-        return []
+        if self.waiting_for is None:
+            return []
+        return [("waiting for", self.waiting_for)]
 
     def fix(self) -> str:  # noqa: D102
+        if self.waiting_for is not None:
+            return (
+                f"find why what '{self.resource_name}' waits for is not done in "
+                "time (a run-once step held by another replica can be slow or "
+                "stuck), or raise its start_timeout."
+            )
         if self.blocked:
             return (
                 "make the factory `async def` and await its I/O, move the "
@@ -1263,6 +1279,105 @@ class MultipleYieldError(ShutdownError, RuntimeError):
 
     def fix(self) -> str:  # noqa: D102
         return "yield exactly once; a resource provides a single value."
+
+
+# --- replicas -----------------------------------------------------------------
+
+
+class LockUnavailableError(LifespanKitError, ConnectionError):
+    """A deployment-wide lock backend cannot be used.
+
+    It is unreachable, or it cannot hold a lock the way lifespan_kit needs (a
+    PostgreSQL connection through a transaction-pooling proxy, where a
+    session's advisory lock does not hold). It is raised by the lock backend's
+    resource while it starts, so the startup fails naming that resource, this
+    error being its cause.
+
+    Attributes:
+        backend: The backend and its address.
+        reason: What went wrong.
+        remedy: What to change.
+
+    Example:
+        ```python
+        try:
+            async with PostgresLocks("postgresql://nobody@127.0.0.1:1/none"):
+                pass
+        except LockUnavailableError as exc:
+            print(exc.backend, exc.reason)
+        ```
+
+    Added in 0.1.
+    """
+
+    code: ClassVar[ErrorCode] = "lock-unavailable"
+
+    def __init__(self, backend: str, *, reason: str, remedy: str) -> None:
+        super().__init__(None)
+        self.backend: str = backend
+        self.reason: str = reason
+        self.remedy: str = remedy
+
+    def summary(self) -> str:  # noqa: D102
+        return f"The lock backend {self.backend} cannot be used: {self.reason}."
+
+    def fix(self) -> str:  # noqa: D102
+        return self.remedy
+
+
+class LockLostError(LifespanKitError, RuntimeError):
+    """A replica lost a deployment-wide lock while it acted under it.
+
+    It could not renew the lock before its `renew_deadline` (the backend was
+    unreachable, the connection holding it was closed, or the lease was taken
+    over), so what it ran under the lock was cancelled before any other
+    replica could take the lock, and this error was raised in its place. In
+    a background task it is a runtime failure like any other: the place the
+    lifespan runs in decides whether the service stops.
+
+    Attributes:
+        key: The lock's key.
+        backend: The backend and its address.
+        holder: This replica, as it held the lock.
+        reason: Why the lock counts as lost.
+
+    Example:
+        ```python
+        @registry.background
+        async def scheduler(locks: Locks) -> None:
+            try:
+                async with leadership(locks, "scheduler"):
+                    await run_jobs()
+            except LockLostError as exc:
+                print(exc.key, exc.reason)
+                raise
+        ```
+
+    Added in 0.1.
+    """
+
+    code: ClassVar[ErrorCode] = "lock-lost"
+    phase: Phase = "running"
+
+    def __init__(self, key: str, *, backend: str, holder: str, reason: str) -> None:
+        super().__init__(None)
+        self.key: str = key
+        self.backend: str = backend
+        self.holder: str = holder
+        self.reason: str = reason
+
+    def summary(self) -> str:  # noqa: D102
+        return (
+            f"Lock '{self.key}' on {self.backend} was lost by {self.holder}: "
+            f"{self.reason}; what ran under it was cancelled."
+        )
+
+    def fix(self) -> str:  # noqa: D102
+        return (
+            "check the lock backend's availability and latency; raise "
+            "Timing.renew_deadline if renewals are merely slow. Another replica "
+            "takes over on its own."
+        )
 
 
 # --- misuse -------------------------------------------------------------------

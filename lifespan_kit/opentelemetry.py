@@ -57,6 +57,7 @@ _RESOURCES: Final = "lifespan_kit.resources"
 _CRITICAL_PATH: Final = "lifespan_kit.critical_path"
 _ON_CRITICAL_PATH: Final = "lifespan_kit.on_critical_path"
 _HEALTH_STATUS: Final = "lifespan_kit.health.status"
+_STATUS: Final = "lifespan_kit.resource.status"
 
 # Seconds: from a cached client (1 ms) to a slow migration (60 s).
 _BUCKETS: Final = (
@@ -244,6 +245,8 @@ class Telemetry:
             self._stopping(run, event.resource_name)
         elif kind == "failed":
             self._failed(run, event)
+        elif kind == "status":
+            self._status(run, event)
         else:
             self._stopped(run, event)
 
@@ -319,6 +322,17 @@ class Telemetry:
             links=[] if run.startup is None else [Link(run.startup)],
         )
         _record_error(span, event.error)
+        span.end()
+
+    def _status(self, run: _Run, event: ResourceEvent) -> None:
+        # A moment, in a trace of its own linked to the startup's, as a failure.
+        name = event.resource_name
+        span = self._tracer.start_span(
+            f"status {name}",
+            context=Context(),
+            attributes={_RESOURCE_NAME: name, _STATUS: event.detail or ""},
+            links=[] if run.startup is None else [Link(run.startup)],
+        )
         span.end()
 
     def _observe_states(self, options: CallbackOptions) -> Iterator[Observation]:
