@@ -311,12 +311,13 @@ async def run_once(
     holder = holder or default_holder()
     began = anyio.current_time()
     before = await locks.last_done(key)
-    if _is_done(before, version, seen=None):
+    runs_before = before.count if before else 0
+    if _is_done(before, version, runs_before=runs_before):
         return StepOutcome(key, ran=False, version=version, waited=0.0)
     lease, sent, seen_holder = await _take(locks, key, holder, timing, contend=False)
     waited = anyio.current_time() - began
     async with _held(locks, lease, timing, sent):
-        if _is_done(await locks.last_done(key), version, seen=before):
+        if _is_done(await locks.last_done(key), version, runs_before=runs_before):
             return StepOutcome(key, ran=False, version=version, waited=waited)
         if seen_holder is not None and not locks.enforces_lease:
             # The last holder left without finishing: it may still be running.
@@ -327,12 +328,13 @@ async def run_once(
     return StepOutcome(key, ran=True, version=version, waited=waited, token=lease.token)
 
 
-def _is_done(done: Done | None, version: str | None, *, seen: Done | None) -> bool:
+def _is_done(done: Done | None, version: str | None, *, runs_before: int) -> bool:
+    """Tell whether the step is done for `version`, or was run since `runs_before`."""
     if done is None:
         return False
     if version is not None and done.version == version:
         return True
-    return seen is not None and done.count > seen.count
+    return done.count > runs_before
 
 
 @asynccontextmanager
@@ -384,7 +386,7 @@ async def leadership(
     holder = holder or default_holder()
     _stand(locks, Standing(key, "contending", holder))
     lease, sent, _ = await _take(locks, key, holder, timing, contend=True)
-    role: Role = "lost"
+    role: Role = "stepped down"
     try:
         async with _held(locks, lease, timing, sent):
             if not locks.enforces_lease:
@@ -394,7 +396,9 @@ async def leadership(
                 await anyio.sleep(timing.lease)
             _stand(locks, Standing(key, "leading", holder, token=lease.token))
             yield Term(key, holder, lease.token, time.time())
-        role = "stepped down"
+    except LockLostError:
+        role = "lost"
+        raise
     finally:
         _stand(locks, Standing(key, role, holder))
 
