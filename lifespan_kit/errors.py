@@ -1344,10 +1344,10 @@ class LockLostError(LifespanKitError, RuntimeError):
     Example:
         ```python
         @registry.background
-        async def scheduler(locks: Locks) -> None:
+        async def scheduler(locks: Locks, db: Database) -> None:
             try:
-                async with leadership(locks, "scheduler"):
-                    await run_jobs()
+                async with leadership(locks, "scheduler") as term:
+                    await db.run_due_jobs(fencing_token=term.token)
             except LockLostError as exc:
                 print(exc.key, exc.reason)
                 raise

@@ -26,7 +26,7 @@ Example:
     @registry.background
     async def scheduler(locks: Locks, db: Database) -> None:
         async with leadership(locks, "scheduler") as term:
-            await run_jobs(db, fencing_token=term.token)
+            await db.run_due_jobs(fencing_token=term.token)
     ```
 """
 
@@ -217,11 +217,12 @@ async def _held(
                 failure = exc
             finally:
                 tg.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
         lost = watch.failure()
         if lost is not None:
-            raise lost
+            # What the block raised while it was being cancelled is a consequence.
+            raise lost from failure
+        if failure is not None:
+            raise failure
     finally:
         with anyio.move_on_after(timing.retry, shield=True):
             await lease.release()

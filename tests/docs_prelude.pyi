@@ -53,6 +53,8 @@ from lifespan_kit.errors import LifespanKitError as LifespanKitError
 from lifespan_kit.errors import LifespanKitWarning as LifespanKitWarning
 from lifespan_kit.errors import LifespanNotRunCause as LifespanNotRunCause
 from lifespan_kit.errors import LifespanNotRunError as LifespanNotRunError
+from lifespan_kit.errors import LockLostError as LockLostError
+from lifespan_kit.errors import LockUnavailableError as LockUnavailableError
 from lifespan_kit.errors import MissingAwaitError as MissingAwaitError
 from lifespan_kit.errors import MissingDependencyError as MissingDependencyError
 from lifespan_kit.errors import MultipleYieldError as MultipleYieldError
@@ -66,6 +68,15 @@ from lifespan_kit.errors import StartTimeoutError as StartTimeoutError
 from lifespan_kit.errors import StartupError as StartupError
 from lifespan_kit.errors import StopTimeoutError as StopTimeoutError
 from lifespan_kit.errors import UnknownResourceError as UnknownResourceError
+from lifespan_kit.postgres import PostgresLocks as PostgresLocks
+from lifespan_kit.redis import RedisLocks as RedisLocks
+from lifespan_kit.replicas import Locks as Locks
+from lifespan_kit.replicas import MemoryLocks as MemoryLocks
+from lifespan_kit.replicas import StepOutcome as StepOutcome
+from lifespan_kit.replicas import Timing as Timing
+from lifespan_kit.replicas import leadership as leadership
+from lifespan_kit.replicas import run_once as run_once
+from lifespan_kit.replicas import standings as standings
 from lifespan_kit.starlette import health_routes as health_routes
 from lifespan_kit.starlette import lifespan as lifespan
 from lifespan_kit.starlette import resource as resource
@@ -73,6 +84,7 @@ from lifespan_kit.starlette import resources as resources
 
 class Settings:
     database_url: str
+    redis_url: str
 
 class Database:
     @classmethod
@@ -80,6 +92,8 @@ class Database:
     async def execute(self, sql: str, *params: object) -> list[tuple[object, ...]]: ...
     async def fetch_greeting(self) -> str: ...
     async def fetch_notes(self) -> list[str]: ...
+    async def migrate(self) -> None: ...
+    async def run_due_jobs(self, *, fencing_token: int) -> None: ...
 
 class FakeDatabase(Database): ...
 
@@ -110,6 +124,7 @@ app: FastAPI
 routes: list[BaseRoute]
 db: Resource[Database]
 cache_resource: Resource[Cache]
+locks: Locks
 
 async def handle(job: Job, db: Database) -> None: ...
 async def serve(resources: Resources) -> None: ...

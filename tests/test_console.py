@@ -169,6 +169,22 @@ def test_the_block_never_outgrows_the_screen() -> None:
     ]
 
 
+def test_a_running_resource_shows_its_status_on_its_row() -> None:
+    """A "status" event (a replica that leads) is written after the duration."""
+    terminal = io.StringIO()
+    display = Display(terminal, is_live=True, has_color=False, size=lambda: (72, 6))
+    display.listen(ResourceEvent("scheduler", "starting"))
+    display.listen(ResourceEvent("scheduler", "started", duration=0.001))
+    display.listen(
+        ResourceEvent("scheduler", "status", detail="leading 'scheduler' (token 3)")
+    )
+    assert screen_of(terminal, columns=72, lines=6) == [
+        "  scheduler  running             1.0 ms  leading 'scheduler' (token 3)"
+    ]
+    display.listen(ResourceEvent("scheduler", "stopping"))
+    assert "token" not in screen_of(terminal, columns=72, lines=6)[0]
+
+
 def test_the_terminal_size_is_read_from_the_stream() -> None:
     """The size of the display's own terminal; 80 x 24 when it has none."""
     leader, follower = pty.openpty()

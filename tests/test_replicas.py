@@ -620,3 +620,16 @@ async def test_an_unrenewed_in_process_lease_runs_out_on_its_own() -> None:
         await first.renew()
     await first.release()  # a lost lease's release leaves the new holder alone
     assert await locks.holder_of("k") == "b"
+
+
+async def test_what_a_cancelled_block_raises_is_the_cause_of_the_lost_lock() -> None:
+    """A driver that turns the cancellation into its own error: LockLostError wins."""
+    locks = MemoryLocks()
+    with pytest.raises(LockLostError) as info:
+        async with leadership(locks, "report", timing=FAST):
+            locks.expire("report")
+            try:
+                await anyio.sleep(5)
+            except anyio.get_cancelled_exc_class():
+                raise ConnectionAbortedError("query cancelled") from None
+    assert isinstance(info.value.__cause__, ConnectionAbortedError)

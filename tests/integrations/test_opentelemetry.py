@@ -38,6 +38,7 @@ import lifespan_kit.opentelemetry
 from lifespan_kit import Bundle, Registry, ResourceEvent
 from lifespan_kit.errors import BackgroundTaskError, StartupError
 from lifespan_kit.opentelemetry import Telemetry
+from lifespan_kit.replicas import Locks, MemoryLocks, leadership
 from tests.integrations.imports import import_with_blocked
 
 if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10 only
@@ -431,6 +432,35 @@ async def test_a_failure_while_running_is_a_span_linked_to_the_startup(
         " exception=lifespan_kit.errors.BackgroundTaskError",
         "lifespan_kit teardown",
         "  stop consumer resource.dependencies=",
+    ]
+    otel.assert_all_ended()
+
+
+async def test_a_status_reported_while_running_is_a_span_linked_to_the_startup(
+    otel: Collected,
+) -> None:
+    """A replica that leads: a "status" event becomes an instant span of its own."""
+    registry = Registry()
+    registry.add("locks", MemoryLocks())
+    leading = anyio.Event()
+
+    @registry.background
+    async def scheduler(locks: Locks) -> None:
+        async with leadership(locks, "scheduler", holder="a"):
+            leading.set()
+            await anyio.sleep_forever()
+
+    async with registry.lifespan(listeners=[otel.telemetry]):
+        with anyio.fail_after(5):
+            await leading.wait()
+    status = [line for line in otel.tree() if line.startswith("status")]
+    assert status == [
+        f"status scheduler resource.status={detail} links=lifespan_kit startup"
+        for detail in (
+            "standby for 'scheduler'",
+            "leading 'scheduler' (token 1)",
+            "stepped down 'scheduler'",
+        )
     ]
     otel.assert_all_ended()
 

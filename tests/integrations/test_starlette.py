@@ -488,6 +488,7 @@ async def test_readiness_is_503_when_a_check_fails() -> None:
         "status": "unhealthy",
         "duration": body["resources"]["greeter"]["duration"],
         "error": "ConnectionResetError: no answer to ping",
+        "detail": None,
     }
 
 
