@@ -96,7 +96,8 @@ class Done:
 
     Attributes:
         version: The version the last run was for, or None.
-        count: How many runs finished, over the key's whole history.
+        count: How many runs finished (leases that recorded a step), over
+            the key's whole history.
 
     Added in 0.1.
     """
@@ -134,7 +135,13 @@ class Lease(ABC):
 
     @abstractmethod
     async def mark_done(self, version: str | None) -> None:
-        """Record that the step under this key finished, for `version`."""
+        """Record that the step under this key finished, for `version`.
+
+        Once per lease: `Done.count` counts the leases that finished a step.
+
+        Raises:
+            LockLostError: When the lock is no longer held; nothing is recorded.
+        """
 
     @abstractmethod
     async def release(self) -> None:

@@ -124,11 +124,11 @@ def _stand(locks: Locks, standing: Standing) -> None:
         standing.describe(),
         locks.description,
         extra={
-            "lock_key": standing.key,
-            "lock_role": standing.role,
-            "lock_holder": standing.holder,
-            "lock_leader": standing.leader,
-            "lock_token": standing.token,
+            "lifespan_kit_lock_key": standing.key,
+            "lifespan_kit_lock_role": standing.role,
+            "lifespan_kit_lock_holder": standing.holder,
+            "lifespan_kit_lock_leader": standing.leader,
+            "lifespan_kit_lock_token": standing.token,
         },
     )
     report_status(standing.describe())
@@ -239,14 +239,27 @@ async def _take(
     seen: str | None = None
     while True:
         sent = anyio.current_time()
-        lease = await locks.try_acquire(key, holder=holder, timing=timing)
-        if lease is not None:
-            return lease, sent, seen
-        seen = await locks.holder_of(key) or seen
+        try:
+            lease = await locks.try_acquire(key, holder=holder, timing=timing)
+            if lease is not None:
+                return lease, sent, seen
+            seen = await locks.holder_of(key) or seen
+            waiting = f"held by {seen or 'another replica'}"
+        except ConnectionError as exc:
+            # A blip of the backend: a replica that waits tries again, as
+            # Kubernetes' leader election does; Locks.check reports it meanwhile.
+            waiting = f"unreachable ({type(exc).__name__}: {exc})"
+            logger.warning(
+                "Cannot reach %s to take the lock '%s'; trying again in %gs: %s",
+                locks.description,
+                key,
+                timing.retry,
+                exc,
+                extra={"lifespan_kit_lock_key": key},
+            )
         if contend:
             _stand(locks, Standing(key, "contending", holder, leader=seen))
-        by = seen or "another replica"
-        with waiting_for(f"the lock '{key}' on {locks.description}, held by {by}"):
+        with waiting_for(f"the lock '{key}' on {locks.description}, {waiting}"):
             await anyio.sleep(timing.retry)
 
 

@@ -36,6 +36,8 @@ from lifespan_kit.replicas import (
     standings,
 )
 
+pytest_plugins = ["pytester"]
+
 FAST = Timing(lease=0.6, renew_deadline=0.4, retry=0.05)
 
 
@@ -540,7 +542,9 @@ async def test_the_locks_health_check_says_who_leads_what() -> None:
     assert other is not None
     lifespan: Lifespan[Any] = registry.lifespan()
     async with lifespan:
-        await wait_until(lambda: "scheduler" in standings(locks))
+        await wait_until(
+            lambda: getattr(standings(locks).get("scheduler"), "leader", None) == "b"
+        )
         standby = (await lifespan.health()).resources["locks"]
         assert standby.detail == (
             "in-process locks: standby for 'scheduler' (leader: b)"
@@ -625,11 +629,150 @@ async def test_an_unrenewed_in_process_lease_runs_out_on_its_own() -> None:
 async def test_what_a_cancelled_block_raises_is_the_cause_of_the_lost_lock() -> None:
     """A driver that turns the cancellation into its own error: LockLostError wins."""
     locks = MemoryLocks()
-    with pytest.raises(LockLostError) as info:
+
+    async def lead() -> None:
         async with leadership(locks, "report", timing=FAST):
             locks.expire("report")
             try:
                 await anyio.sleep(5)
             except anyio.get_cancelled_exc_class():
                 raise ConnectionAbortedError("query cancelled") from None
+
+    with pytest.raises(LockLostError) as info:
+        await lead()
     assert isinstance(info.value.__cause__, ConnectionAbortedError)
+
+
+REPLICA_APP = """
+from collections.abc import AsyncIterator
+
+import anyio
+
+from lifespan_kit import Registry
+from lifespan_kit.replicas import Locks, StepOutcome, Timing, leadership, run_once
+
+registry = Registry()
+TIMING = Timing(lease=0.6, renew_deadline=0.4, retry=0.05)
+led: list[int] = []
+
+
+class Unreachable(Locks):
+    description = "a lock server that tests must never reach"
+
+
+@registry.resource
+async def locks() -> AsyncIterator[Locks]:
+    raise ConnectionRefusedError("tests must replace the lock backend")
+    yield Unreachable()
+
+
+@registry.resource
+async def schema(locks: Locks) -> StepOutcome:
+    async def migrate() -> None:
+        pass
+
+    return await run_once(locks, "migrations", migrate, version="1", timing=TIMING)
+
+
+@registry.background
+async def scheduler(locks: Locks) -> None:
+    async with leadership(locks, "scheduler", timing=TIMING) as term:
+        led.append(term.token)
+        await anyio.sleep_forever()
+"""
+
+
+def test_the_pytest_plugin_runs_steps_and_leaders_on_in_process_locks(
+    pytester: pytest.Pytester,
+) -> None:
+    """A conftest swaps the backend for MemoryLocks; fixtures work as in the app."""
+    pytester.makepyfile(
+        replica_app=REPLICA_APP,
+        conftest="""
+        from lifespan_kit.replicas import MemoryLocks
+        from replica_app import registry
+
+        lifespan_kit_registry = registry.override(locks=MemoryLocks())
+        """,
+        test_replica="""
+        import anyio
+        import pytest
+
+        from replica_app import led
+
+        pytestmark = pytest.mark.anyio
+
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+
+        async def test_the_step_ran(schema):
+            assert (schema.key, schema.ran) == ("migrations", True)
+
+
+        async def test_the_leader_leads(scheduler, locks):
+            with anyio.fail_after(5):
+                while not led:
+                    await anyio.sleep(0.01)
+            assert await locks.holder_of("scheduler") is not None
+        """,
+    )
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "anyio", "-p", "no:asyncio", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=2)
+
+
+class Blinking(MemoryLocks):
+    """In-process locks that cannot be reached for their first `outages` calls."""
+
+    def __init__(self, outages: int) -> None:
+        super().__init__()
+        self.outages = outages
+
+    async def try_acquire(
+        self, key: str, *, holder: str, timing: Timing
+    ) -> Lease | None:
+        if self.outages:
+            self.outages -= 1
+            raise ConnectionRefusedError("the server restarts")
+        return await super().try_acquire(key, holder=holder, timing=timing)
+
+
+async def test_a_backend_blip_while_waiting_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A standby that cannot reach the backend logs it and tries again."""
+    locks = Blinking(outages=2)
+    async with leadership(locks, "report", timing=FAST, holder="me") as term:
+        assert term.token == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert warnings[0].getMessage() == (
+        "Cannot reach in-process locks to take the lock 'report'; trying again "
+        "in 0.05s: the server restarts"
+    )
+
+
+async def test_a_start_that_times_out_on_an_unreachable_backend_says_so() -> None:
+    """The StartTimeoutError names the lock, and why it could not be taken."""
+    registry = Registry()
+    registry.add("locks", Blinking(outages=1000))
+
+    @registry.resource(start_timeout=0.2)
+    async def schema(locks: Locks) -> StepOutcome:
+        async def migrate() -> None:
+            raise AssertionError("never runs")  # pragma: no cover
+
+        return await run_once(locks, "migrations", migrate, timing=FAST)
+
+    with pytest.raises(StartTimeoutError) as info:
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    assert info.value.waiting_for == (
+        "the lock 'migrations' on in-process locks, unreachable "
+        "(ConnectionRefusedError: the server restarts)"
+    )
