@@ -103,9 +103,11 @@ class RedisLocks(Locks):
     hash `{prefix}:done:{key}`, only while the lock is held.
 
     A dropped connection does not lose a lock, which lives in its key, not
-    in a connection: each call reconnects once, so a renewal after a
-    dropped connection succeeds. A renewal that cannot reach Redis, or that
-    finds the key expired or another holder's, raises `LockLostError`.
+    in a connection: a call whose connection dropped reconnects and is sent
+    once more (each script gives the same result when it runs twice), so a
+    renewal after a dropped connection succeeds. A renewal that cannot
+    reach Redis, or that finds the key expired or another holder's, raises
+    `LockLostError`.
 
     What it guarantees, and where it does not:
 
@@ -127,10 +129,12 @@ class RedisLocks(Locks):
       a token lower than the highest it has seen.
 
     Args:
-        url: The Redis URL (`redis://`, `rediss://` or `unix://`); name its
-            connections in CLIENT LIST with `?client_name=...`.
+        url: The Redis URL (`redis://`, `rediss://` or `unix://`). Its
+            connections show in CLIENT LIST as `lifespan_kit-locks`, unless
+            the URL names them (`?client_name=...`).
         prefix: Starts every key this backend writes.
-        connect_timeout: Seconds to connect, and for the first PING to answer.
+        connect_timeout: Seconds to connect and for the first PING to answer;
+            also the most that leaving waits to release leases still held.
 
     Raises:
         InvalidOptionError: An argument has the wrong type or value, or the
@@ -147,12 +151,12 @@ class RedisLocks(Locks):
     Added in 0.1.
     """
 
-    enforces_lease = True
+    enforces_lease: bool = True
 
     def __init__(
         self, url: str, *, prefix: str = "lifespan_kit", connect_timeout: float = 10.0
     ) -> None:
-        self.description = _describe(url)
+        self.description: str = _describe(url)
         self._url = url
         self._prefix = _check_prefix(prefix)
         self._connect_timeout = _check_timeout(connect_timeout)
@@ -278,7 +282,7 @@ class RedisLocks(Locks):
         version, count = found
         if count is None:
             return None
-        return Done(None if version is None else str(version), int(str(count)))
+        return Done(None if version is None else str(version), int(count))
 
     async def ping(self) -> None:
         """Raise `LockUnavailableError` unless Redis answers a PING."""
@@ -313,6 +317,8 @@ class _Session:
 
 @final
 class _RedisLease(Lease):
+    """A lock held in Redis, told apart from any other by its value."""
+
     def __init__(
         self,
         session: _Session,
@@ -356,9 +362,9 @@ class _RedisLease(Lease):
         if found == 1:
             return
         if isinstance(found, str):
-            reason = f"its lease ran out and {_holder(found)} took it"
+            reason = f"it is held by {_holder(found)} now"
         else:
-            reason = f"its lease ran out before {doing}"
+            reason = f"its key had expired or been deleted before {doing}"
         raise self._lost(reason)
 
     def _lost(self, reason: str) -> LockLostError:
