@@ -33,7 +33,9 @@ Example:
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,7 +56,7 @@ from lifespan_kit._locks import (
     standings,
 )
 from lifespan_kit._status import report_status, waiting_for
-from lifespan_kit.errors import InvalidOptionError, LockLostError
+from lifespan_kit.errors import InvalidOptionError, LifespanKitWarning, LockLostError
 
 __all__ = [
     "Done",
@@ -491,7 +493,9 @@ class MemoryLocks(Locks):
     Override the real backend with it (`registry.override(locks=MemoryLocks())`)
     to run leader-only tasks and run-once steps in a test, or share one
     instance between several lifespans to test how they take over from each
-    other. Leases expire on the monotonic clock, as Redis leases do.
+    other. Leases expire on the monotonic clock, as Redis leases do. Made
+    outside a pytest run, it warns: in a deployment, each replica would have
+    its own, and all of them would lead.
 
     Example:
         ```python
@@ -507,6 +511,14 @@ class MemoryLocks(Locks):
     enforces_lease = True
 
     def __init__(self) -> None:
+        if "pytest" not in sys.modules:
+            warnings.warn(
+                "MemoryLocks coordinates only the lifespans of this process: every "
+                "replica of a deployment would run each step and lead each task. "
+                "Use PostgresLocks or RedisLocks outside tests.",
+                LifespanKitWarning,
+                stacklevel=2,
+            )
         self._store = _Store(self.description)
 
     async def try_acquire(

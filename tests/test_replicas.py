@@ -8,6 +8,7 @@ and test_locks_redis.py, and with real processes in test_replicas_processes.py.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from lifespan_kit._console import Tracker
 from lifespan_kit.errors import (
     BackgroundTaskError,
     InvalidOptionError,
+    LifespanKitWarning,
     LockLostError,
     StartTimeoutError,
     StartupError,
@@ -776,3 +778,10 @@ async def test_a_start_that_times_out_on_an_unreachable_backend_says_so() -> Non
         "the lock 'migrations' on in-process locks, unreachable "
         "(ConnectionRefusedError: the server restarts)"
     )
+
+
+def test_in_process_locks_outside_tests_warn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In an application, MemoryLocks would let every replica lead: it says so."""
+    monkeypatch.delitem(sys.modules, "pytest")
+    with pytest.warns(LifespanKitWarning, match="every replica of a deployment"):
+        MemoryLocks()
