@@ -99,6 +99,13 @@ class Done:
         count: How many runs finished (leases that recorded a step), over
             the key's whole history.
 
+    Example:
+        ```python
+        done = await locks.last_done("migrations")
+        if done is not None:
+            print(f"schema {done.version}, migrated {done.count} times")
+        ```
+
     Added in 0.1.
     """
 
@@ -115,6 +122,17 @@ class Lease(ABC):
         token: The fencing token: greater than every token handed out for this
             key before, so a store that remembers the greatest token it saw can
             refuse writes from a holder that lost the lock without knowing it.
+
+    Example:
+        ```python
+        lease = await locks.try_acquire("report", holder="pod-a", timing=Timing())
+        if lease is not None:
+            try:
+                await lease.renew()
+                await lease.mark_done(None)
+            finally:
+                await lease.release()
+        ```
 
     Added in 0.1.
     """
@@ -163,6 +181,14 @@ class Locks(ABC):
             connection ends), a new leader waits `Timing.lease` before it
             starts, which is the time the old one has to notice and stop.
 
+    Example:
+        ```python
+        @registry.resource(health=Locks.check)
+        async def locks(settings: Settings) -> AsyncIterator[Locks]:
+            async with PostgresLocks(settings.database_url) as locks:
+                yield locks
+        ```
+
     Added in 0.1.
     """
 
@@ -177,11 +203,19 @@ class Locks(ABC):
 
         Returns:
             The lease, or None when another holder has the lock.
+
+        Raises:
+            LockUnavailableError: When the backend cannot answer (a replica
+                that waits tries again, unless the error is `lasting`).
         """
 
     @abstractmethod
     async def holder_of(self, key: str) -> str | None:
-        """Return who holds `key` now, or None when it is free (or unknown)."""
+        """Return who holds `key` now, or None when it is free (or unknown).
+
+        Raises:
+            LockUnavailableError: When the backend cannot answer.
+        """
 
     @abstractmethod
     async def last_done(self, key: str) -> Done | None:
@@ -233,6 +267,11 @@ class Standing:
         holder: This replica.
         leader: The replica seen holding the lock while this one contends.
         token: The fencing token while this replica holds the lock.
+
+    Example:
+        ```python
+        leading = [s.key for s in standings(locks).values() if s.role == "leading"]
+        ```
 
     Added in 0.1.
     """

@@ -1297,6 +1297,9 @@ class LockUnavailableError(LifespanKitError, ConnectionError):
         backend: The backend and its address.
         reason: What went wrong.
         remedy: What to change.
+        lasting: True when trying again cannot help (a pooling proxy, a
+            backend used outside its `async with`); a replica waiting for a
+            lock tries again after the others, which may be a blip.
 
     Example:
         ```python
@@ -1312,11 +1315,14 @@ class LockUnavailableError(LifespanKitError, ConnectionError):
 
     code: ClassVar[ErrorCode] = "lock-unavailable"
 
-    def __init__(self, backend: str, *, reason: str, remedy: str) -> None:
+    def __init__(
+        self, backend: str, *, reason: str, remedy: str, lasting: bool = False
+    ) -> None:
         super().__init__(None)
         self.backend: str = backend
         self.reason: str = reason
         self.remedy: str = remedy
+        self.lasting: bool = lasting
 
     def summary(self) -> str:  # noqa: D102
         return f"The lock backend {self.backend} cannot be used: {self.reason}."

@@ -222,6 +222,7 @@ class RedisLocks(Locks):
                 self.description,
                 reason="it is not open",
                 remedy="use it as `async with RedisLocks(url) as locks:`.",
+                lasting=True,
             )
         return self._session
 

@@ -56,7 +56,12 @@ from lifespan_kit._locks import (
     standings,
 )
 from lifespan_kit._status import report_status, waiting_for
-from lifespan_kit.errors import InvalidOptionError, LifespanKitWarning, LockLostError
+from lifespan_kit.errors import (
+    InvalidOptionError,
+    LifespanKitWarning,
+    LockLostError,
+    LockUnavailableError,
+)
 
 __all__ = [
     "Done",
@@ -88,6 +93,16 @@ class StepOutcome:
         waited: Seconds spent waiting for the lock.
         token: The lock's fencing token when this replica ran the step.
 
+    Example:
+        ```python
+        @registry.resource
+        async def schema(locks: Locks, db: Database) -> StepOutcome:
+            outcome = await run_once(locks, "migrations", db.migrate, version="42")
+            if outcome.ran:
+                print(f"migrated after waiting {outcome.waited:.1f}s")
+            return outcome
+        ```
+
     Added in 0.1.
     """
 
@@ -108,6 +123,17 @@ class Term:
         token: The fencing token: pass it along with writes that must be
             refused once a newer leader exists.
         since: Wall-clock time (`time.time()`) when this replica began leading.
+
+    Example:
+        ```python
+        @registry.background
+        async def scheduler(locks: Locks, db: Database) -> None:
+            async with leadership(locks, "scheduler") as term:
+                print(f"{term.holder} leads '{term.key}' with token {term.token}")
+                while True:
+                    await db.run_due_jobs(fencing_token=term.token)
+                    await anyio.sleep(60)
+        ```
 
     Added in 0.1.
     """
@@ -248,6 +274,8 @@ async def _take(
             seen = await locks.holder_of(key) or seen
             waiting = f"held by {seen or 'another replica'}"
         except ConnectionError as exc:
+            if isinstance(exc, LockUnavailableError) and exc.lasting:
+                raise
             # A blip of the backend: a replica that waits tries again, as
             # Kubernetes' leader election does; Locks.check reports it meanwhile.
             waiting = f"unreachable ({type(exc).__name__}: {exc})"
@@ -330,13 +358,14 @@ async def run_once(
     runs_before = before.count if before else 0
     if _is_done(before, version, runs_before=runs_before):
         return StepOutcome(key, ran=False, version=version, waited=0.0)
-    lease, sent, seen_holder = await _take(locks, key, holder, timing, contend=False)
+    lease, sent, _ = await _take(locks, key, holder, timing, contend=False)
     waited = anyio.current_time() - began
     async with _held(locks, lease, timing, sent):
         if _is_done(await locks.last_done(key), version, runs_before=runs_before):
             return StepOutcome(key, ran=False, version=version, waited=waited)
-        if seen_holder is not None and not locks.enforces_lease:
-            # The last holder left without finishing: it may still be running.
+        if not locks.enforces_lease:
+            # The server frees a lock when its connection ends, which a holder
+            # cut off mid-step notices only at its next renewal: give it its lease.
             await anyio.sleep(timing.lease)
         logger.info("running step '%s' on %s", key, locks.description)
         await step()
@@ -459,7 +488,9 @@ class _Store:
     def mark_done(self, lease: _MemoryLease, version: str | None) -> None:
         self.renew(lease)
         done = self.done.get(lease.key)
-        self.done[lease.key] = Done(version, (done.count if done else 0) + 1)
+        count = done.count if done else 0
+        self.done[lease.key] = Done(version, count if lease.recorded else count + 1)
+        lease.recorded = True
 
     def release(self, lease: _MemoryLease) -> None:
         if self.holding(lease.key) is lease:
@@ -473,6 +504,7 @@ class _MemoryLease(Lease):
         super().__init__(key, holder, token)
         self.store = store
         self.timing = timing
+        self.recorded = False
 
     async def renew(self) -> None:
         await anyio.lowlevel.checkpoint()

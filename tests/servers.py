@@ -1,4 +1,4 @@
-"""The real servers some tests need: PostgreSQL and Redis, found through the environment.
+"""The real servers some tests need, PostgreSQL and Redis, found from the environment.
 
 A test that needs one calls `postgres_dsn()` or `redis_url()`: it gets the
 address when a server listens there, and is skipped otherwise, except in CI
@@ -38,12 +38,12 @@ def require_server(service: str, url: str, variable: str) -> str:
 
 
 def postgres_dsn() -> str:
-    """Return the test PostgreSQL server's DSN; skip the test (fail in CI) without it."""
+    """Return the test PostgreSQL server's DSN; skip (fail in CI) without one."""
     dsn = os.environ.get(POSTGRES_DSN_VARIABLE, DEFAULT_POSTGRES_DSN)
     return require_server("PostgreSQL", dsn, POSTGRES_DSN_VARIABLE)
 
 
 def redis_url() -> str:
-    """Return the test Redis server's URL; skip the test (fail in CI) without it."""
+    """Return the test Redis server's URL; skip (fail in CI) without one."""
     url = os.environ.get(REDIS_URL_VARIABLE, DEFAULT_REDIS_URL)
     return require_server("Redis", url, REDIS_URL_VARIABLE)

@@ -55,7 +55,10 @@ import lifespan_kit.cli
 import lifespan_kit.errors
 import lifespan_kit.fastapi
 import lifespan_kit.opentelemetry
+import lifespan_kit.postgres
 import lifespan_kit.pytest_plugin
+import lifespan_kit.redis
+import lifespan_kit.replicas
 import lifespan_kit.starlette
 from docs.hooks import cli_reference
 from lifespan_kit.errors import DOCS_URL, ErrorCode, GraphError, LifespanKitError
@@ -500,6 +503,9 @@ PUBLIC_MODULES = (
     lifespan_kit.cli,
     lifespan_kit.pytest_plugin,
     lifespan_kit.opentelemetry,
+    lifespan_kit.replicas,
+    lifespan_kit.postgres,
+    lifespan_kit.redis,
 )
 
 

@@ -22,6 +22,7 @@ from lifespan_kit.errors import (
     InvalidOptionError,
     LifespanKitWarning,
     LockLostError,
+    LockUnavailableError,
     StartTimeoutError,
     StartupError,
 )
@@ -785,3 +786,34 @@ def test_in_process_locks_outside_tests_warn(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delitem(sys.modules, "pytest")
     with pytest.warns(LifespanKitWarning, match="every replica of a deployment"):
         MemoryLocks()
+
+
+class Misconfigured(MemoryLocks):
+    """In-process locks that fail as a backend behind a pooling proxy does."""
+
+    async def try_acquire(
+        self, key: str, *, holder: str, timing: Timing
+    ) -> Lease | None:
+        raise LockUnavailableError(
+            self.description,
+            reason="a session's advisory lock does not hold through this connection",
+            remedy="connect the locks to PostgreSQL directly.",
+            lasting=True,
+        )
+
+
+async def test_a_lasting_backend_error_is_raised_at_once() -> None:
+    """Trying again cannot help: the replica fails instead of waiting forever."""
+    with anyio.fail_after(FAST.retry / 2), pytest.raises(LockUnavailableError):
+        async with leadership(Misconfigured(), "report", timing=FAST):
+            raise AssertionError("never leads")  # pragma: no cover
+
+
+async def test_a_lease_records_its_step_once() -> None:
+    """Done.count counts the leases that finished a step, as every backend does."""
+    locks = MemoryLocks()
+    lease = await locks.try_acquire("k", holder="a", timing=FAST)
+    assert lease is not None
+    await lease.mark_done("1")
+    await lease.mark_done("2")
+    assert await locks.last_done("k") == Done("2", 1)
