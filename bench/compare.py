@@ -418,7 +418,8 @@ def format_imports(result: JSON) -> tuple[list[str], list[str]]:
     if on_top is None:
         return lines, ["  import time of lifespan_kit: no result"]
     targets = [
-        f"  import lifespan_kit after anyio + pydantic.BaseModel: "
+        f"  from lifespan_kit import Registry, Bundle, after anyio + "
+        "pydantic.BaseModel: "
         f"{on_top * 1000:.1f} ms <= "
         f"{IMPORT_TARGET * 1000:.0f} ms: {_verdict(on_top <= IMPORT_TARGET)}"
     ]

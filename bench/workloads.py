@@ -496,7 +496,12 @@ class ImportCase:
 
 
 IMPORT_CASES: Final = (
-    ImportCase("lifespan_kit", ("lifespan_kit",), ("lifespan_kit.fastapi",)),
+    # The package loads its names on first use: time the ones an app imports.
+    ImportCase(
+        "lifespan_kit",
+        ("lifespan_kit:Registry", "lifespan_kit:Bundle"),
+        ("lifespan_kit.fastapi",),
+    ),
     ImportCase("dishka", ("dishka",), ("dishka.integrations.fastapi",)),
     ImportCase("svcs", ("svcs",), ("svcs.fastapi",)),
     ImportCase("that-depends", ("that_depends",), ()),
@@ -563,13 +568,14 @@ def _import_jobs() -> dict[tuple[str, str], ImportJob]:
     pydantic = ("anyio", "pydantic:BaseModel")
     jobs["reference", "fastapi"] = ((), ("fastapi",))
     jobs["reference", "anyio + pydantic.BaseModel"] = ((), pydantic)
+    used = ("lifespan_kit:Registry", "lifespan_kit:Bundle")
     jobs["reference", "lifespan_kit after import anyio, pydantic"] = (
         ("anyio", "pydantic"),
-        ("lifespan_kit",),
+        used,
     )
     jobs["reference", "lifespan_kit after anyio + pydantic.BaseModel"] = (
         pydantic,
-        ("lifespan_kit",),
+        used,
     )
     return jobs
 

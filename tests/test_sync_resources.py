@@ -68,7 +68,7 @@ def join_resource_thread(resource_name: str) -> None:
     name = f"lifespan_kit resource '{resource_name}'"
     # The thread may already have ended: join whichever of them still runs.
     running = [thread for thread in resource_threads() if thread.name == name]
-    [thread.join(5) for thread in running]
+    list(map(functools.partial(threading.Thread.join, timeout=5), running))
     assert name not in {thread.name for thread in resource_threads()}
 
 
