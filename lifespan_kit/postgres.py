@@ -420,6 +420,8 @@ class _PostgresLease(Lease):
         self._lock = lock
         self._pool = pool
         self._is_held = True
+        # A connection runs one query at a time; renewals run beside mark_done.
+        self._busy = anyio.Lock()
 
     async def renew(self) -> None:
         """Confirm, in one round trip, that this connection's session holds the lock."""
@@ -441,7 +443,8 @@ class _PostgresLease(Lease):
         self._pool.leases.discard(self)
         connection = self._connection
         try:
-            unlocked = await connection.fetchval(_UNLOCK, *self._lock)
+            async with self._busy:
+                unlocked = await connection.fetchval(_UNLOCK, *self._lock)
         except Exception as exc:  # closing the connection frees the lock
             problem = f"unlocking failed with {type(exc).__name__}: {exc}"
         except BaseException:
@@ -468,6 +471,15 @@ class _PostgresLease(Lease):
         self._connection.terminate()
 
     async def _run(self, doing: str, query: str, *args: object) -> object:
+        try:
+            async with self._busy:
+                return await self._run_alone(doing, query, *args)
+        except BaseException:
+            # Cancelled while it waited for its turn, too: the lease counts as lost.
+            self.drop()
+            raise
+
+    async def _run_alone(self, doing: str, query: str, *args: object) -> object:
         if not self._is_held:
             raise self._lost(reason="it was released, or an earlier renewal failed")
         try:
@@ -476,9 +488,6 @@ class _PostgresLease(Lease):
             self.drop()
             failure = f"{doing} failed with {type(exc).__name__}: {exc}"
             raise self._lost(reason=failure) from exc
-        except BaseException:
-            self.drop()
-            raise
 
     def _expect_held(self, held: object) -> None:
         if not held:

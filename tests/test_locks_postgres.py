@@ -380,6 +380,25 @@ async def test_mark_done_records_the_version_and_counts_each_lease_once(
         assert token == second.token
 
 
+async def test_renewals_and_a_record_at_the_same_time_take_turns(
+    dsn: str, prefix: str
+) -> None:
+    """One connection runs one query at a time: concurrent calls wait for each other."""
+    async with replica_locks(dsn, prefix, "a") as locks:
+        lease = await take(locks, "migrations", f"{prefix}-h")
+
+        async def renew_often() -> None:
+            for _ in range(20):
+                await lease.renew()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(renew_often)
+            tg.start_soon(renew_often)
+            await lease.mark_done("1")
+        assert await locks.last_done("migrations") == Done("1", 1)
+        await lease.release()
+
+
 async def test_holders_of_different_keys_create_the_table_together(
     dsn: str, prefix: str
 ) -> None:
