@@ -98,6 +98,9 @@ class Done:
         version: The version the last run was for, or None.
         count: How many runs finished (leases that recorded a step), over
             the key's whole history.
+        versions: Every version a run was recorded for: a replica of an
+            older release, restarted after a newer one migrated, finds its
+            version there and does not run its step again.
 
     Example:
         ```python
@@ -111,6 +114,7 @@ class Done:
 
     version: str | None
     count: int
+    versions: frozenset[str] = frozenset()
 
 
 class Lease(ABC):

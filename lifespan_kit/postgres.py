@@ -134,15 +134,19 @@ class _Pool:
             PERFORM pg_advisory_xact_lock({_TABLE_CLASS_ID}, {_lock_id(table)});
             CREATE TABLE IF NOT EXISTS {name} (key text PRIMARY KEY, version text,
                 count bigint NOT NULL, token bigint NOT NULL,
-                done_at timestamptz NOT NULL DEFAULT now());
+                done_at timestamptz NOT NULL DEFAULT now(),
+                versions text[] NOT NULL DEFAULT '{{}}');
             END $$"""
-        self.record = f"""INSERT INTO {name} AS t (key, version, count, token)
-            SELECT $4, $5, 1, $6 WHERE pg_backend_pid() = $3 AND {_HELD}
+        self.record = f"""INSERT INTO {name} AS t (key, version, count, token, versions)
+            SELECT $4, $5::text, 1, $6, array_remove(ARRAY[$5::text], NULL)
+            WHERE pg_backend_pid() = $3 AND {_HELD}
             ON CONFLICT (key) DO UPDATE SET version = excluded.version,
                 count = t.count + (t.token <> excluded.token)::int,
-                token = excluded.token, done_at = now()
+                token = excluded.token, done_at = now(),
+                versions = CASE WHEN excluded.version = ANY(t.versions)
+                    THEN t.versions ELSE t.versions || excluded.versions END
             RETURNING t.count"""
-        self.select = f"SELECT version, count FROM {name} WHERE key = $1"
+        self.select = f"SELECT version, count, versions FROM {name} WHERE key = $1"
 
     def put_back(self, connection: _Connection) -> None:
         if len(self.spares) < _SPARES:
@@ -200,8 +204,9 @@ class PostgresLocks(Locks):
     session, and raises `LockUnavailableError` if not; renewals check again.
 
     Finished run-once steps are recorded in `table` (created when first
-    needed): `key`, `version`, `count` (of the leases that recorded it),
-    `token` (the last one's) and `done_at`.
+    needed): `key`, `version` (the last), `count` (of the leases that
+    recorded it), `token` (the last one's), `done_at` and `versions` (every
+    version recorded).
 
     Args:
         dsn: A `postgresql://` URL, as asyncpg takes it.
@@ -340,7 +345,10 @@ class PostgresLocks(Locks):
             rows = await self._on_main(self._pool.select, key)
         except asyncpg.UndefinedTableError:
             return None
-        return Done(rows[0]["version"], rows[0]["count"]) if rows else None
+        if not rows:
+            return None
+        version, count, versions = rows[0]
+        return Done(version, count, frozenset(versions))
 
     async def ping(self) -> None:
         """Run `SELECT 1` on the connection kept for queries, reopened if it ended.

@@ -81,7 +81,7 @@ if redis.call('HGET', KEYS[2], 'lease') ~= ARGV[3] then
   redis.call('HSET', KEYS[2], 'lease', ARGV[3])
 end
 if ARGV[4] then
-  redis.call('HSET', KEYS[2], 'version', ARGV[4])
+  redis.call('HSET', KEYS[2], 'version', ARGV[4], 'v:' .. ARGV[4], 1)
 else
   redis.call('HDEL', KEYS[2], 'version')
 end
@@ -275,15 +275,15 @@ class RedisLocks(Locks):
             LockUnavailableError: Redis cannot be reached.
         """
         session = self._open()
-        fields = ["version", "count"]
         try:
-            found = await session.client.hmget(session.name("done", key), fields)
+            found = await session.client.hgetall(session.name("done", key))
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        version, count = found
-        if count is None:
+        fields = {str(field): str(value) for field, value in found.items()}
+        if "count" not in fields:
             return None
-        return Done(None if version is None else str(version), int(count))
+        versions = {f[2:] for f in fields if f.startswith("v:")}
+        return Done(fields.get("version"), int(fields["count"]), frozenset(versions))
 
     async def ping(self) -> None:
         """Raise `LockUnavailableError` unless Redis answers a PING."""

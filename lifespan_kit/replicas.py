@@ -306,7 +306,9 @@ async def run_once(
 
     Call it from a resource, so that the resources that depend on it start
     after the step. With a `version`, a step already done for that version
-    is skipped without taking the lock, so a restart costs one read. Without
+    is skipped without taking the lock, so a restart costs one read; a
+    version ever recorded counts, so a replica of an older release restarted
+    after a newer one ran its step does not run its own again. Without
     one, the step runs once per wave of replicas starting together: a replica
     that waited while another ran it skips it.
 
@@ -377,7 +379,7 @@ def _is_done(done: Done | None, version: str | None, *, runs_before: int) -> boo
     """Tell whether the step is done for `version`, or was run since `runs_before`."""
     if done is None:
         return False
-    if version is not None and done.version == version:
+    if version is not None and version in done.versions:
         return True
     return done.count > runs_before
 
@@ -487,9 +489,10 @@ class _Store:
 
     def mark_done(self, lease: _MemoryLease, version: str | None) -> None:
         self.renew(lease)
-        done = self.done.get(lease.key)
-        count = done.count if done else 0
-        self.done[lease.key] = Done(version, count if lease.recorded else count + 1)
+        done = self.done.get(lease.key) or Done(None, 0)
+        count = done.count if lease.recorded else done.count + 1
+        versions = done.versions if version is None else done.versions | {version}
+        self.done[lease.key] = Done(version, count, versions)
         lease.recorded = True
 
     def release(self, lease: _MemoryLease) -> None:

@@ -366,13 +366,13 @@ async def test_mark_done_records_the_version_and_counts_each_lease_once(
         assert await b.last_done("migrations") is None
         first = await take(a, "migrations", f"{prefix}-h")
         await first.mark_done("41")
-        assert await b.last_done("migrations") == Done("41", 1)
+        assert await b.last_done("migrations") == Done("41", 1, frozenset({"41"}))
         await first.mark_done("42")
-        assert await b.last_done("migrations") == Done("42", 1)
+        assert await b.last_done("migrations") == Done("42", 1, frozenset({"41", "42"}))
         await first.release()
         second = await take(b, "migrations", f"{prefix}-h")
         await second.mark_done(None)
-        assert await a.last_done("migrations") == Done(None, 2)
+        assert await a.last_done("migrations") == Done(None, 2, frozenset({"41", "42"}))
         assert await b.last_done("seeding") is None
         token = await admin.fetchval(
             f"SELECT token FROM {prefix}_steps WHERE key = 'migrations'"
@@ -395,7 +395,7 @@ async def test_renewals_and_a_record_at_the_same_time_take_turns(
             tg.start_soon(renew_often)
             tg.start_soon(renew_often)
             await lease.mark_done("1")
-        assert await locks.last_done("migrations") == Done("1", 1)
+        assert await locks.last_done("migrations") == Done("1", 1, frozenset({"1"}))
         await lease.release()
 
 
@@ -409,7 +409,9 @@ async def test_holders_of_different_keys_create_the_table_together(
         async with anyio.create_task_group() as tg:
             for lease in leases:
                 tg.start_soon(lease.mark_done, "7")
-        assert [await locks.last_done(key) for key in keys] == [Done("7", 1)] * 5
+        assert [await locks.last_done(key) for key in keys] == [
+            Done("7", 1, frozenset({"7"}))
+        ] * 5
 
 
 # --- cancellation and closing ------------------------------------------------------
@@ -669,7 +671,7 @@ async def test_a_schema_qualified_table_records_steps_in_that_schema(
         async with PostgresLocks(named(dsn, prefix), table=table) as locks:
             lease = await take(locks, "migrations", f"{prefix}-h")
             await lease.mark_done("3")
-            assert await locks.last_done("migrations") == Done("3", 1)
+            assert await locks.last_done("migrations") == Done("3", 1, frozenset({"3"}))
         rows = await admin.fetch(f"SELECT key, version FROM {table}")
         assert [tuple(row) for row in rows] == [("migrations", "3")]
     finally:
@@ -938,7 +940,7 @@ async def test_replicas_starting_together_run_the_step_once(
     assert outcomes["d"] == StepOutcome("migrations", ran=False, version="1", waited=0)
     assert steps == [runner]
     async with replica_locks(dsn, prefix, "check") as locks:
-        assert await locks.last_done("migrations") == Done("1", 1)
+        assert await locks.last_done("migrations") == Done("1", 1, frozenset({"1"}))
         assert await locks.holder_of("migrations") is None
 
 

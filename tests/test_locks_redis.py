@@ -278,14 +278,18 @@ async def test_mark_done_records_the_version_and_counts_each_lease_once(
         assert await locks.last_done("migrations") is None
         first = await take(locks, "migrations", "a")
         await first.mark_done("41")
-        assert await locks.last_done("migrations") == Done("41", 1)
+        assert await locks.last_done("migrations") == Done("41", 1, frozenset({"41"}))
         await first.mark_done("42")
-        assert await locks.last_done("migrations") == Done("42", 1)
+        assert await locks.last_done("migrations") == Done(
+            "42", 1, frozenset({"41", "42"})
+        )
         await first.release()
         second = await take(locks, "migrations", "a")
         await second.mark_done(None)
         await second.release()
-        assert await locks.last_done("migrations") == Done(None, 2)
+        assert await locks.last_done("migrations") == Done(
+            None, 2, frozenset({"41", "42"})
+        )
 
 
 async def test_mark_done_after_the_lock_was_lost_raises_and_records_nothing(
@@ -655,7 +659,7 @@ async def test_replicas_starting_together_run_the_step_once(
     assert outcomes["d"] == StepOutcome("migrations", ran=False, version="1", waited=0)
     assert steps == [runner]
     async with RedisLocks(url, prefix=prefix) as locks:
-        assert await locks.last_done("migrations") == Done("1", 1)
+        assert await locks.last_done("migrations") == Done("1", 1, frozenset({"1"}))
         assert await locks.holder_of("migrations") is None
 
 

@@ -192,7 +192,7 @@ async def test_a_step_done_for_its_version_is_skipped_without_the_lock() -> None
     async with registry.lifespan():
         pass
     assert steps == ["first", "third"]
-    assert await locks.last_done("migrations") == Done("8", 2)
+    assert await locks.last_done("migrations") == Done("8", 2, frozenset({"7", "8"}))
 
 
 async def test_a_failed_step_is_run_again_by_the_next_replica() -> None:
@@ -816,4 +816,16 @@ async def test_a_lease_records_its_step_once() -> None:
     assert lease is not None
     await lease.mark_done("1")
     await lease.mark_done("2")
-    assert await locks.last_done("k") == Done("2", 1)
+    assert await locks.last_done("k") == Done("2", 1, frozenset({"1", "2"}))
+
+
+async def test_an_older_release_restarted_after_a_newer_one_skips_its_step() -> None:
+    """During a rollout, a restarted replica of the old version does not migrate."""
+    locks = MemoryLocks()
+    steps: list[str] = []
+    for release in ("42", "43", "42", "43"):
+        registry = replica_registry(locks, release, steps=steps, version=release)
+        async with registry.lifespan():
+            pass
+    assert steps == ["42", "43"]
+    assert await locks.last_done("migrations") == Done("43", 2, frozenset({"42", "43"}))
