@@ -8,6 +8,7 @@ builds run-once steps and leadership on top, the same way for every backend.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import weakref
@@ -15,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from lifespan_kit.errors import InvalidOptionError
+from lifespan_kit.errors import InvalidOptionError, LockUnavailableError
 
 __all__ = [
     "Done",
@@ -252,6 +253,26 @@ class Locks(ABC):
             return f"{self.description}: no lock taken or awaited"
         roles = "; ".join(known[key].describe() for key in sorted(known))
         return f"{self.description}: {roles}"
+
+
+def require_asyncio(backend: str, driver: str) -> None:
+    """Refuse to run a backend whose driver runs on asyncio only, elsewhere."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise LockUnavailableError(
+            backend,
+            reason=(
+                f"its driver, {driver}, runs on asyncio only, and this event loop "
+                "is not asyncio's (trio?)"
+            ),
+            remedy=(
+                "run the application on asyncio (lifespan_kit.run's default "
+                "backend); tests that run on trio can override the locks with "
+                "MemoryLocks()."
+            ),
+            lasting=True,
+        ) from None
 
 
 def default_holder() -> str:

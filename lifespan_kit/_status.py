@@ -8,12 +8,16 @@ out there says it in its `StartTimeoutError`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Final
+from typing import Final, cast
 
 import anyio
+
+if sys.version_info < (3, 11):  # pragma: no cover  # the backport, on 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 from lifespan_kit._report import Monitor
 
@@ -51,7 +55,22 @@ def waiting_for(what: str) -> Generator[None, None, None]:
         raise
 
 
-def waited_for(exc: BaseException) -> str | None:
-    """Return what the start was waiting for when `exc` cancelled it, if known."""
+def waited_for(exc: BaseException, depth: int = 3) -> str | None:
+    """Return what the start was waiting for when `exc` cancelled it, if known.
+
+    A cancellation that left a task group on its way may come in a group, or
+    (on trio) as a new cancellation raised while handling the group.
+    """
     what: object = getattr(exc, WAITING_FOR, None)
-    return what if isinstance(what, str) else None
+    if isinstance(what, str):
+        return what
+    inner: list[BaseException] = []
+    if isinstance(exc, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        inner.extend(group.exceptions)
+    if exc.__context__ is not None:
+        inner.append(exc.__context__)
+    for found in (waited_for(e, depth - 1) for e in inner if depth):
+        if found is not None:
+            return found
+    return None

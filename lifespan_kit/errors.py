@@ -1353,7 +1353,9 @@ class LockLostError(LifespanKitError, RuntimeError):
         async def scheduler(locks: Locks, db: Database) -> None:
             try:
                 async with leadership(locks, "scheduler") as term:
-                    await db.run_due_jobs(fencing_token=term.token)
+                    while True:
+                        await db.run_due_jobs(fencing_token=term.token)
+                        await anyio.sleep(60)
             except LockLostError as exc:
                 print(exc.key, exc.reason)
                 raise

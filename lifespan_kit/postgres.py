@@ -30,7 +30,7 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     )
     raise ImportError(_MESSAGE) from _missing
 
-from lifespan_kit._locks import Done, Lease, Locks, Timing
+from lifespan_kit._locks import Done, Lease, Locks, Timing, require_asyncio
 from lifespan_kit.errors import InvalidOptionError, LockLostError, LockUnavailableError
 
 if TYPE_CHECKING:
@@ -210,6 +210,9 @@ class PostgresLocks(Locks):
 
     Args:
         dsn: A `postgresql://` URL, as asyncpg takes it.
+        prefix: Keeps this service's keys apart from another's on the same
+            database (advisory locks are shared by the whole database): both
+            the locks and the records of finished steps are under it.
         table: The table recording finished steps, optionally `schema.table`.
         connect_timeout: Seconds a connection may take to open.
 
@@ -233,10 +236,20 @@ class PostgresLocks(Locks):
         self,
         dsn: str,
         *,
+        prefix: str = "lifespan_kit",
         table: str = "lifespan_kit_steps",
         connect_timeout: float = 10.0,
     ) -> None:
         self._connect_timeout = _checked(dsn, table, connect_timeout)
+        if not isinstance(prefix, str) or not prefix or "\x00" in prefix:
+            raise InvalidOptionError(
+                None,
+                option="prefix",
+                problem=f"{prefix!r} is not a non-empty string without NUL",
+                remedy="name the service, such as prefix='billing'.",
+                owner="PostgresLocks",
+            )
+        self._prefix = prefix
         self._dsn = dsn
         self.description: str = _describe(dsn)
         named = "application_name" in parse_qs(dsn.partition("?")[2])
@@ -245,7 +258,12 @@ class PostgresLocks(Locks):
         self._main: _Connection | None = None
         self._main_lock = anyio.Lock()
 
+    def _scoped(self, key: str) -> str:
+        """The key in the server's lock space and table, under this prefix."""
+        return f"{self._prefix}:{key}"
+
     async def __aenter__(self) -> PostgresLocks:
+        require_asyncio(self.description, "asyncpg")
         if self._main is not None:
             raise LockUnavailableError(
                 self.description,
@@ -276,7 +294,7 @@ class PostgresLocks(Locks):
             LockUnavailableError: When the server cannot be reached, or the
                 lock does not hold through this connection (a pooling proxy).
         """
-        lock_id = _lock_id(key)
+        lock_id = _lock_id(self._scoped(key))
         name = holder.encode()[:63].decode(errors="ignore")
         connection = await self._checkout(name)
         try:
@@ -299,6 +317,7 @@ class PostgresLocks(Locks):
             ) from exc
         lock = (_CLASS_ID, lock_id, pid)
         lease = _PostgresLease(key, holder, token, connection, lock, self._pool)
+        lease.stored_key = self._scoped(key)
         self._pool.leases.add(lease)
         return lease
 
@@ -336,13 +355,13 @@ class PostgresLocks(Locks):
 
     async def holder_of(self, key: str) -> str | None:
         """Return who holds `key` (the first 63 bytes of its name), or None."""
-        rows = await self._on_main(_HOLDER, _CLASS_ID, _lock_id(key))
+        rows = await self._on_main(_HOLDER, _CLASS_ID, _lock_id(self._scoped(key)))
         return str(rows[0][0]) if rows else None
 
     async def last_done(self, key: str) -> Done | None:
         """Return what the last finished step on `key` recorded, or None."""
         try:
-            rows = await self._on_main(self._pool.select, key)
+            rows = await self._on_main(self._pool.select, self._scoped(key))
         except asyncpg.UndefinedTableError:
             return None
         if not rows:
@@ -428,6 +447,7 @@ class _PostgresLease(Lease):
         self._lock = lock
         self._pool = pool
         self._is_held = True
+        self.stored_key = key
         # A connection runs one query at a time; renewals run beside mark_done.
         self._busy = anyio.Lock()
 
@@ -439,7 +459,7 @@ class _PostgresLease(Lease):
         """Record `version` for the key, counting this lease once, while it is held."""
         pool = self._pool
         await self._run("creating the steps table", pool.create)
-        values = (*self._lock, self.key, version, self.token)
+        values = (*self._lock, self.stored_key, version, self.token)
         recorded = await self._run("recording the step", pool.record, *values)
         self._expect_held(recorded is not None)
 

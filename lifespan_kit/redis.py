@@ -34,7 +34,7 @@ except ImportError as _missing:  # pragma: no cover  # checked in a subprocess
     )
     raise ImportError(_MESSAGE) from _missing
 
-from lifespan_kit._locks import Done, Lease, Locks, Timing
+from lifespan_kit._locks import Done, Lease, Locks, Timing, require_asyncio
 from lifespan_kit.errors import InvalidOptionError, LockLostError, LockUnavailableError
 
 __all__ = ["RedisLocks"]
@@ -163,6 +163,7 @@ class RedisLocks(Locks):
         self._session: _Session | None = None
 
     async def __aenter__(self) -> RedisLocks:
+        require_asyncio(self.description, "redis-py")
         # redis-py leaves the **kwargs of from_url and ping untyped.
         client = redis.asyncio.Redis.from_url(  # pyright: ignore[reportUnknownMemberType]
             self._url,

@@ -26,7 +26,9 @@ Example:
     @registry.background
     async def scheduler(locks: Locks, db: Database) -> None:
         async with leadership(locks, "scheduler") as term:
-            await db.run_due_jobs(fencing_token=term.token)
+            while True:
+                await db.run_due_jobs(fencing_token=term.token)
+                await anyio.sleep(60)
     ```
 """
 
@@ -36,8 +38,9 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -163,15 +166,55 @@ def _stand(locks: Locks, standing: Standing) -> None:
 
 
 def _check_key(key: object, function: str) -> str:
-    if not isinstance(key, str) or not key or len(key) > 200:
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > 200
+        or any(ord(c) < 32 or ord(c) == 127 for c in key)
+    ):
         raise InvalidOptionError(
             None,
             option="key",
-            problem=f"{key!r} is not a non-empty string of at most 200 characters",
+            problem=(
+                f"{key!r} is not a non-empty string of at most 200 characters "
+                "without control characters"
+            ),
             remedy="name the step or the work, for example 'migrations'.",
             owner=function,
         )
     return key
+
+
+_IN_USE: Final[weakref.WeakKeyDictionary[Locks, set[tuple[str, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextmanager
+def _using(
+    locks: Locks, key: str, holder: str, function: str
+) -> Generator[None, None, None]:
+    """Refuse a key this holder already takes or awaits: it would wait for itself."""
+    in_use = _IN_USE.setdefault(locks, set())
+    if (key, holder) in in_use:
+        raise InvalidOptionError(
+            None,
+            option="key",
+            problem=(
+                f"'{key}' is already taken or awaited by {holder}, in this process, "
+                "so this call would wait for itself"
+            ),
+            remedy=(
+                "give each step and each leader-only task a key of its own; two "
+                "tasks that must not run together belong in one leadership block."
+            ),
+            owner=function,
+        )
+    in_use.add((key, holder))
+    try:
+        yield
+    finally:
+        in_use.discard((key, holder))
 
 
 class _Watch:
@@ -355,11 +398,25 @@ async def run_once(
         )
     timing = timing or Timing()
     holder = holder or default_holder()
-    began = anyio.current_time()
     before = await locks.last_done(key)
     runs_before = before.count if before else 0
     if _is_done(before, version, runs_before=runs_before):
         return StepOutcome(key, ran=False, version=version, waited=0.0)
+    with _using(locks, key, holder, "run_once"):
+        return await _run_step(locks, key, step, version, timing, holder, runs_before)
+
+
+async def _run_step(
+    locks: Locks,
+    key: str,
+    step: Callable[[], Awaitable[object]],
+    version: str | None,
+    timing: Timing,
+    holder: str,
+    runs_before: int,
+) -> StepOutcome:
+    """Take the lock, then run the step unless another replica did meanwhile."""
+    began = anyio.current_time()
     lease, sent, _ = await _take(locks, key, holder, timing, contend=False)
     waited = anyio.current_time() - began
     async with _held(locks, lease, timing, sent):
@@ -370,7 +427,8 @@ async def run_once(
             # cut off mid-step notices only at its next renewal: give it its lease.
             await anyio.sleep(timing.lease)
         logger.info("running step '%s' on %s", key, locks.description)
-        await step()
+        with waiting_for(f"its own run of the step '{key}', cut short"):
+            await step()
         await lease.mark_done(version)
     return StepOutcome(key, ran=True, version=version, waited=waited, token=lease.token)
 
@@ -431,23 +489,25 @@ async def leadership(
     _check_key(key, "leadership")
     timing = timing or Timing()
     holder = holder or default_holder()
-    _stand(locks, Standing(key, "contending", holder))
-    lease, sent, _ = await _take(locks, key, holder, timing, contend=True)
-    role: Role = "stepped down"
-    try:
-        async with _held(locks, lease, timing, sent):
-            if not locks.enforces_lease:
-                # The server frees a lock as soon as its connection ends, which
-                # can be before the old leader notices: give it its lease.
-                _stand(locks, Standing(key, "settling", holder, token=lease.token))
-                await anyio.sleep(timing.lease)
-            _stand(locks, Standing(key, "leading", holder, token=lease.token))
-            yield Term(key, holder, lease.token, time.time())
-    except LockLostError:
-        role = "lost"
-        raise
-    finally:
-        _stand(locks, Standing(key, role, holder))
+    with _using(locks, key, holder, "leadership"):
+        _stand(locks, Standing(key, "contending", holder))
+        lease, sent, _ = await _take(locks, key, holder, timing, contend=True)
+        role: Role = "stepped down"
+        try:
+            async with _held(locks, lease, timing, sent):
+                if not locks.enforces_lease:
+                    # The server frees a lock as soon as its connection ends,
+                    # which can be before the old leader notices: give it its lease.
+                    settling = Standing(key, "settling", holder, token=lease.token)
+                    _stand(locks, settling)
+                    await anyio.sleep(timing.lease)
+                _stand(locks, Standing(key, "leading", holder, token=lease.token))
+                yield Term(key, holder, lease.token, time.time())
+        except LockLostError:
+            role = "lost"
+            raise
+        finally:
+            _stand(locks, Standing(key, role, holder))
 
 
 class _Store:

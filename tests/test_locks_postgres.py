@@ -375,7 +375,7 @@ async def test_mark_done_records_the_version_and_counts_each_lease_once(
         assert await a.last_done("migrations") == Done(None, 2, frozenset({"41", "42"}))
         assert await b.last_done("seeding") is None
         token = await admin.fetchval(
-            f"SELECT token FROM {prefix}_steps WHERE key = 'migrations'"
+            f"SELECT token FROM {prefix}_steps WHERE key = 'lifespan_kit:migrations'"
         )
         assert token == second.token
 
@@ -661,6 +661,32 @@ def test_bad_arguments_raise_invalid_option_naming_it(
     assert "PostgresLocks" in str(info.value)
 
 
+async def test_two_services_on_one_database_keep_their_keys_apart(
+    dsn: str, prefix: str
+) -> None:
+    """Advisory locks are per database: the prefix separates locks and records."""
+    table = f"{prefix}_steps"
+    async with (
+        PostgresLocks(named(dsn, prefix), prefix="billing", table=table) as billing,
+        PostgresLocks(named(dsn, prefix), prefix="search", table=table) as search,
+    ):
+        first = await take(billing, "scheduler", f"{prefix}-billing")
+        second = await take(search, "scheduler", f"{prefix}-search")
+        await first.mark_done("1")
+        assert await search.last_done("scheduler") is None
+        assert await billing.holder_of("scheduler") == f"{prefix}-billing"
+        assert await search.holder_of("scheduler") == f"{prefix}-search"
+        await first.release()
+        await second.release()
+
+
+@pytest.mark.parametrize("bad", ["", "a\x00b", 7])
+def test_a_prefix_must_be_text(bad: object) -> None:
+    """An empty prefix, or one with NUL, is refused naming the option."""
+    with pytest.raises(InvalidOptionError, match="prefix"):
+        PostgresLocks("postgresql://h/db", prefix=bad)  # type: ignore[arg-type]
+
+
 async def test_a_schema_qualified_table_records_steps_in_that_schema(
     dsn: str, prefix: str, admin: Connection
 ) -> None:
@@ -673,7 +699,7 @@ async def test_a_schema_qualified_table_records_steps_in_that_schema(
             await lease.mark_done("3")
             assert await locks.last_done("migrations") == Done("3", 1, frozenset({"3"}))
         rows = await admin.fetch(f"SELECT key, version FROM {table}")
-        assert [tuple(row) for row in rows] == [("migrations", "3")]
+        assert [tuple(row) for row in rows] == [("lifespan_kit:migrations", "3")]
     finally:
         await admin.execute(f"DROP SCHEMA {prefix} CASCADE")
 

@@ -7,6 +7,7 @@ and test_locks_redis.py, and with real processes in test_replicas_processes.py.
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from typing import Any
@@ -829,3 +830,56 @@ async def test_an_older_release_restarted_after_a_newer_one_skips_its_step() -> 
             pass
     assert steps == ["42", "43"]
     assert await locks.last_done("migrations") == Done("43", 2, frozenset({"42", "43"}))
+
+
+async def test_a_key_taken_twice_by_one_holder_is_refused_not_a_deadlock() -> None:
+    """Nested, or run_once inside leadership: it would wait for itself."""
+    locks = MemoryLocks()
+
+    async def step() -> None:
+        raise AssertionError("never runs")  # pragma: no cover
+
+    async with leadership(locks, "report", timing=FAST, holder="me"):
+        with pytest.raises(InvalidOptionError, match="would wait for itself"):
+            await run_once(locks, "report", step, timing=FAST, holder="me")
+        with pytest.raises(InvalidOptionError, match="already taken or awaited by me"):
+            async with leadership(locks, "report", timing=FAST, holder="me"):
+                pass  # pragma: no cover
+    async with leadership(locks, "report", timing=FAST, holder="me"):
+        pass  # released: the key is free for this holder again
+
+
+async def test_a_step_cut_short_by_its_start_timeout_says_so() -> None:
+    """The replica running the step learns that its own run was cut short."""
+    registry = Registry()
+    registry.add("locks", MemoryLocks())
+
+    @registry.resource(start_timeout=0.2)
+    async def schema(locks: Locks) -> StepOutcome:
+        return await run_once(locks, "migrations", anyio.sleep_forever, timing=FAST)
+
+    with pytest.raises(StartTimeoutError) as info:
+        async with registry.lifespan():
+            pass  # pragma: no cover
+    assert info.value.waiting_for == "its own run of the step 'migrations', cut short"
+
+
+@pytest.mark.parametrize("module", ["postgres", "redis"])
+def test_a_backend_for_asyncio_says_so_on_trio(module: str) -> None:
+    """asyncpg and redis-py run on asyncio only: a clear error, not a driver's."""
+    backend = importlib.import_module(f"lifespan_kit.{module}")
+    locks: Locks = (
+        backend.PostgresLocks("postgresql://app@127.0.0.1:1/app")
+        if module == "postgres"
+        else backend.RedisLocks("redis://127.0.0.1:1/0")
+    )
+
+    async def enter() -> None:
+        async with locks:  # type: ignore[attr-defined]  # both are context managers
+            raise AssertionError("never entered")  # pragma: no cover
+
+    with pytest.raises(LockUnavailableError) as info:
+        anyio.run(enter, backend="trio")
+    assert info.value.lasting
+    assert "runs on asyncio only" in info.value.reason
+    assert "MemoryLocks()" in str(info.value)
