@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from typing import TYPE_CHECKING, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Final, TypeAlias, cast, final
 from urllib.parse import parse_qs
 
 import anyio
@@ -241,7 +241,8 @@ class PostgresLocks(Locks):
         connect_timeout: float = 10.0,
     ) -> None:
         self._connect_timeout = _checked(dsn, table, connect_timeout)
-        if not isinstance(prefix, str) or not prefix or "\x00" in prefix:
+        checked = cast("object", prefix)  # callers without a type checker
+        if not isinstance(checked, str) or not checked or "\x00" in checked:
             raise InvalidOptionError(
                 None,
                 option="prefix",
