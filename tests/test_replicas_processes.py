@@ -152,8 +152,10 @@ class PostgresLocksSide:
 
     async def done(self, key: str) -> tuple[str, int]:
         """What the backend recorded for the step on `key`: version and count."""
+        # PostgresLocks keeps its records under its prefix, "lifespan_kit" here.
         row = await self.admin.fetchrow(
-            "select version, count from lifespan_kit_steps where key = $1", key
+            "select version, count from lifespan_kit_steps where key = $1",
+            f"lifespan_kit:{key}",
         )
         assert row is not None
         return str(row["version"]), int(row["count"])

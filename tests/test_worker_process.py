@@ -65,6 +65,8 @@ class Worker:
         )
         self.events: list[str] = []
         self.log: list[str] = []
+        self._ending = threading.Lock()
+        self._streams_open = 2
         self._lines: queue.Queue[tuple[list[str], str | None]] = queue.Queue()
         assert self.process.stdout is not None
         assert self.process.stderr is not None
@@ -81,7 +83,12 @@ class Worker:
     def _read(self, stream: IO[str], into: list[str]) -> None:
         for line in stream:
             self._lines.put((into, line.rstrip("\n")))
-        self._lines.put((into, None))
+        # An exiting process closes its streams in any order: the end is when
+        # both ended, or a line still on its way on the other would be missed.
+        with self._ending:
+            self._streams_open -= 1
+            if not self._streams_open:
+                self._lines.put((into, None))
 
     def wait_for(self, text: str) -> None:
         """Wait until an event or log line contains `text` (queue.Empty: timeout)."""
