@@ -70,7 +70,5 @@ def waited_for(exc: BaseException, depth: int = 3) -> str | None:
         inner.extend(group.exceptions)
     if exc.__context__ is not None:
         inner.append(exc.__context__)
-    for found in (waited_for(e, depth - 1) for e in inner if depth):
-        if found is not None:
-            return found
-    return None
+    found = (waited_for(e, depth - 1) for e in inner if depth)
+    return next((what for what in found if what is not None), None)
