@@ -246,20 +246,18 @@ class _Watch:
         while True:
             await anyio.sleep(timing.retry)
             sent = anyio.current_time()
-            with anyio.move_on_after(self.scope.deadline - sent) as bounded:
-                try:
-                    await self.lease.renew()
-                except LockLostError as exc:
-                    self._lose(exc.reason)
-                    return
-                except Exception as exc:  # any failure loses the lock
-                    self._lose(f"renewing failed with {type(exc).__name__}: {exc}")
-                    return
-            if bounded.cancelled_caught:
-                self._lose(
-                    f"not renewed within renew_deadline={timing.renew_deadline:g}s"
-                )
+            # A renewal that never answers needs no timeout here: the scope's
+            # deadline stops the code, and then this task is cancelled.
+            try:
+                await self.lease.renew()
+            except LockLostError as exc:
+                self._lose(exc.reason)
                 return
+            except Exception as exc:  # any failure loses the lock
+                self._lose(f"renewing failed with {type(exc).__name__}: {exc}")
+                return
+            # Once the deadline passed, the scope stays cancelled: no renewal
+            # arriving late can revive it.
             self.scope.deadline = sent + timing.renew_deadline
 
     def failure(self) -> LockLostError | None:
