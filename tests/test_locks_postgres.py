@@ -16,7 +16,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +44,7 @@ from lifespan_kit.replicas import (
     leadership,
     run_once,
 )
+from tests.integrations.imports import import_with_blocked
 from tests.servers import POSTGRES_DSN_VARIABLE, postgres_dsn
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
@@ -704,33 +704,9 @@ async def test_a_schema_qualified_table_records_steps_in_that_schema(
         await admin.execute(f"DROP SCHEMA {prefix} CASCADE")
 
 
-BLOCK_ASYNCPG = """
-import importlib.abc
-import sys
-
-
-class BlockAsyncpg(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname.partition(".")[0] == "asyncpg":
-            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
-        return None
-
-
-sys.meta_path.insert(0, BlockAsyncpg())
-import lifespan_kit.postgres
-"""
-
-
 def test_without_asyncpg_the_import_error_names_the_extra() -> None:
     """Importing lifespan_kit.postgres without asyncpg says what to install."""
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_ASYNCPG],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=Path(__file__).parents[1],
-    )
+    result = import_with_blocked("asyncpg", "lifespan_kit.postgres")
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line == (

@@ -11,11 +11,8 @@ import logging
 import math
 import secrets
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +38,7 @@ from lifespan_kit.replicas import (
     leadership,
     run_once,
 )
+from tests.integrations.imports import import_with_blocked
 from tests.servers import redis_url
 
 FAST = Timing(lease=1.5, renew_deadline=1.0, retry=0.2)
@@ -556,33 +554,9 @@ def test_bad_arguments_raise_invalid_option_naming_it(
     assert info.value.problem.startswith(problem)
 
 
-BLOCK_REDIS = """
-import importlib.abc
-import sys
-
-
-class BlockRedis(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname.partition(".")[0] == "redis":
-            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
-        return None
-
-
-sys.meta_path.insert(0, BlockRedis())
-import lifespan_kit.redis
-"""
-
-
 def test_without_redis_py_the_import_error_names_the_extra() -> None:
     """Importing lifespan_kit.redis without redis-py says what to install."""
-    result = subprocess.run(
-        [sys.executable, "-c", BLOCK_REDIS],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=Path(__file__).parents[1],
-    )
+    result = import_with_blocked("redis", "lifespan_kit.redis")
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line == (
