@@ -210,6 +210,28 @@ async def _sleeping_resource(
 sleeping_context = contextlib.asynccontextmanager(_sleeping_resource)
 
 
+def sleeping_factory(
+    dag: Dag, index: int, trace: Trace
+) -> Callable[..., AsyncIterator[None]]:
+    """W1 resource `index` as an async generator function for lifespan_kit.
+
+    It takes its dependencies by keyword and sleeps as `_sleeping_resource` does;
+    it is a generator function of its own, as an application's would be.
+    """
+    start, stop = dag.start[index], dag.stop[index]
+
+    async def factory(**dependencies: object) -> AsyncIterator[None]:
+        trace.append(("start_begin", index))
+        await anyio.sleep(start)
+        trace.append(("start_end", index))
+        yield None
+        trace.append(("stop_begin", index))
+        await anyio.sleep(stop)
+        trace.append(("stop_end", index))
+
+    return factory
+
+
 @dataclass(frozen=True)
 class Timing:
     """One W1 run: wall times in seconds and the dependency-order violations."""

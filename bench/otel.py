@@ -31,7 +31,7 @@ import gc
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,6 +45,7 @@ from common import (
     machine_lines,
     make_dag,
     noop_resource,
+    sleeping_factory,
     time_cycles,
 )
 from opentelemetry import metrics, trace
@@ -125,30 +126,13 @@ def ratios(samples: dict[str, list[float]]) -> dict[str, float]:
 # --- W1: the sleeping graph --------------------------------------------------------
 
 
-def _sleeping_factory(
-    dag: Dag, index: int, trace_: Trace
-) -> Callable[..., AsyncIterator[None]]:
-    start, stop = dag.start[index], dag.stop[index]
-
-    async def factory(**dependencies: object) -> AsyncIterator[None]:
-        trace_.append(("start_begin", index))
-        await anyio.sleep(start)
-        trace_.append(("start_end", index))
-        yield None
-        trace_.append(("stop_begin", index))
-        await anyio.sleep(stop)
-        trace_.append(("stop_end", index))
-
-    return factory
-
-
 async def w1_once(dag: Dag, listening: list[Listener]) -> tuple[float, float, int]:
     """Start and stop the graph once: startup and teardown seconds, violations."""
     trace_: Trace = []
     registry = Registry()
     for index, name in enumerate(dag.names):
         depends = {f"d{k}": dag.names[d] for k, d in enumerate(dag.dependencies[index])}
-        registry.add(name, _sleeping_factory(dag, index, trace_), depends=depends)
+        registry.add(name, sleeping_factory(dag, index, trace_), depends=depends)
     lifespan = registry.lifespan(listeners=listening)
     with anyio.fail_after(W1_TIMEOUT):
         began = time.perf_counter()

@@ -33,7 +33,7 @@ import importlib.util
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,6 +48,7 @@ from common import (
     machine_lines,
     make_dag,
     noop_resource,
+    sleeping_factory,
     time_cycles,
     time_exit_stack,
     w1_exit_stack,
@@ -92,23 +93,6 @@ class Settings:
 # --- W1: latency on a random DAG ---------------------------------------------
 
 
-def _sleeping_factory(
-    dag: Dag, index: int, trace: Trace
-) -> Callable[..., AsyncIterator[None]]:
-    start, stop = dag.start[index], dag.stop[index]
-
-    async def factory(**dependencies: object) -> AsyncIterator[None]:
-        trace.append(("start_begin", index))
-        await anyio.sleep(start)
-        trace.append(("start_end", index))
-        yield None
-        trace.append(("stop_begin", index))
-        await anyio.sleep(stop)
-        trace.append(("stop_end", index))
-
-    return factory
-
-
 async def w1_lifespan_kit(
     dag: Dag, concurrency: int | None, reports: list[StartupReport] | None = None
 ) -> Timing:
@@ -116,7 +100,7 @@ async def w1_lifespan_kit(
     registry = Registry()
     for index, name in enumerate(dag.names):
         depends = {f"d{k}": dag.names[d] for k, d in enumerate(dag.dependencies[index])}
-        registry.add(name, _sleeping_factory(dag, index, trace), depends=depends)
+        registry.add(name, sleeping_factory(dag, index, trace), depends=depends)
     lifespan = registry.lifespan(concurrency=concurrency)
     with anyio.fail_after(W1_TIMEOUT):
         began = time.perf_counter()
